@@ -1,0 +1,193 @@
+"""What is particular to SQLiteStore: files, processes, failures."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sqlite3
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from wsgisession import ConfigurationError, SQLiteStore, StoreError, StoreTimeoutError, from_url
+from wsgisession.ids import new_id, store_key
+from wsgisession.stores.base import Update
+from wsgisession.testing import Clock
+
+
+def create(store: SQLiteStore, data: dict[str, object], ttl: float = 600) -> str:
+    key = store_key(new_id())
+    import time
+
+    now = time.time()
+    assert store.save(key, Update(set=data, expires_at=now + ttl, created_at=now))
+    return key
+
+
+def test_database_and_wal_files_are_private(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    create(store, {"a": 1})
+    for name in ("s.db", "s.db-wal", "s.db-shm"):
+        p = tmp_path / name
+        if p.exists():
+            assert stat.S_IMODE(p.stat().st_mode) & 0o077 == 0, name
+    assert store._connect().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.close()
+
+
+def test_memory_database_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="MemoryStore"):
+        SQLiteStore(":memory:")
+
+
+def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        SQLiteStore(tmp_path / "nope" / "s.db")
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        pytest.param("sqlite:///relative.db", "relative.db", id="relative"),
+        pytest.param("sqlite:////tmp/absolute.db", "/tmp/absolute.db", id="absolute"),
+        pytest.param("sqlite:///with%20space.db", "with space.db", id="escaped"),
+    ],
+)
+def test_url_paths(url: str, path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = from_url(url)
+    assert isinstance(store, SQLiteStore)
+    assert str(store.path) == path
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://",
+        "sqlite:///",
+        "sqlite://host/x.db",
+        "sqlite:///x.db?bogus=1",
+        "sqlite:///x.db?timeout=soon",
+        "sqlite:///x.db?table=drop;table",
+        "sqlite:///x.db?synchronous=maybe",
+    ],
+)
+def test_bad_urls(url: str) -> None:
+    with pytest.raises(ConfigurationError):
+        from_url(url)
+
+
+def test_table_name_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="table name"):
+        SQLiteStore(tmp_path / "s.db", table="x; DROP TABLE y")
+
+
+def _merge_worker(path: str, key: str, n: int) -> None:
+    import time
+
+    store = SQLiteStore(path)
+    for i in range(25):
+        assert store.save(key, Update(set={f"p{n}-{i}": i}, expires_at=time.time() + 600))
+    store.close()
+
+
+def test_processes_changing_different_keys_all_land(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    store = SQLiteStore(path)
+    key = create(store, {})
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_merge_worker, args=(path, key, n)) for n in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    record = store.load(key)
+    assert record is not None
+    assert len(record.data) == 200
+    store.close()
+
+
+def test_connection_is_not_carried_across_fork(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    key = create(store, {"a": 1})
+    parent_conn = store._connect()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            ok = store._connect() is not parent_conn and store.load(key) is not None
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    assert store.load(key) is not None
+    store.close()
+
+
+def test_each_thread_has_its_own_connection(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    conns = []
+    t = threading.Thread(target=lambda: conns.append(store._connect()))
+    t.start()
+    t.join()
+    assert conns[0] is not store._connect()
+    store.close()
+
+
+def test_lock_held_too_long_is_a_timeout_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path, timeout=0.2)
+    key = create(store, {"a": 1})
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreTimeoutError, match="write lock") as info:
+            store.save(key, Update(set={"b": 2}, expires_at=9e9))
+        assert key not in str(info.value)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    record = store.load(key)
+    assert record is not None
+    assert record.data == {"a": 1}
+    store.close()
+
+
+def test_unreadable_database_is_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    path.write_bytes(b"this is not a database" * 100)
+    store = SQLiteStore(path)
+    with pytest.raises(StoreError, match="SQLiteStore"):
+        store.load(store_key(new_id()))
+
+
+def test_corrupt_record_is_absent(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    key = create(store, {"a": 1})
+    store._connect().execute(f"UPDATE {store.table} SET data = '{{not json' WHERE key = ?", (key,))
+    assert store.load(key) is None
+    assert "corrupt" in caplog.text
+    assert store.save(key, Update(set={"b": 1}, expires_at=9e9)) is False
+    store.close()
+
+
+def test_prune_in_batches(tmp_path: Path, clock: Clock) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    for _ in range(25):
+        create(store, {"x": 1}, ttl=5)
+    create(store, {"x": 1}, ttl=500)
+    clock.advance(10)
+    assert store.prune(batch_size=7) == 25
+    assert store.count() == 1
+    store.close()
+
+
+def test_closed_store_refuses_work(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.load(store_key(new_id()))

@@ -1,0 +1,299 @@
+"""SQLiteStore: sessions in one SQLite file, shared by every worker process."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .. import _clock, _json
+from ..errors import ConfigurationError, StoreError, StoreFullError, StoreTimeoutError, StoreUnavailableError
+from .base import Record, Update, log, security_log, valid_key
+
+_IDENTIFIER_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+def _check_identifier(name: str) -> str:
+    if not name or len(name) > 63 or not set(name) <= _IDENTIFIER_CHARS or name[0].isdigit():
+        raise ConfigurationError(f"table name {name!r} must be letters, digits and underscores")
+    return name
+
+
+class SQLiteStore:
+    """Sessions in a SQLite database file, safe across threads and gunicorn workers.
+
+    The database runs in WAL mode, so readers never wait for a writer. Every
+    read-modify-write runs in a ``BEGIN IMMEDIATE`` transaction, so two
+    processes changing different keys of one session both land. Connections
+    are opened lazily, one per thread, and never carried across ``fork()``:
+    a process that finds itself forked opens its own.
+
+    :param path: the database file; created, with its table, on first use.
+    :param table: the table's name.
+    :param timeout: seconds to wait for another process's write lock before
+        :class:`~wsgisession.errors.StoreTimeoutError`.
+    :param synchronous: SQLite's ``synchronous`` pragma. ``"NORMAL"`` (the
+        default) survives a crash of the process; ``"FULL"`` also survives a
+        power loss, at the cost of an fsync per write.
+    """
+
+    single_process = False
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = "sessions.sqlite3",
+        *,
+        table: str = "wsgisession_sessions",
+        timeout: float = 5.0,
+        synchronous: str = "NORMAL",
+    ) -> None:
+        self.path = Path(path)
+        if str(path) in ("", ":memory:") or str(path).startswith("file::memory:"):
+            raise ConfigurationError(
+                "SQLiteStore needs a file: an in-memory database is private to one connection (use MemoryStore)"
+            )
+        parent = self.path.resolve().parent
+        if not parent.is_dir():
+            raise ConfigurationError(f"SQLiteStore: directory {parent} does not exist")
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ConfigurationError(f"SQLiteStore: synchronous must be NORMAL, FULL or EXTRA, not {synchronous!r}")
+        self.table = _check_identifier(table)
+        self.timeout = float(timeout)
+        self._synchronous = synchronous.upper()
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._pid = os.getpid()
+        self._schema_ready = False
+        self._closed = False
+        t = self.table
+        self._sql_load = f"SELECT data, created_at, expires_at FROM {t} WHERE key = ?"
+        self._sql_insert = f"INSERT OR REPLACE INTO {t} (key, data, created_at, expires_at) VALUES (?, ?, ?, ?)"
+        self._sql_update = f"UPDATE {t} SET data = ?, expires_at = ? WHERE key = ?"
+        self._sql_touch = f"UPDATE {t} SET expires_at = ? WHERE key = ? AND expires_at > ?"
+        self._sql_destroy = f"DELETE FROM {t} WHERE key = ?"
+        self._sql_prune = f"DELETE FROM {t} WHERE key IN (SELECT key FROM {t} WHERE expires_at <= ? LIMIT ?)"
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        """Build from ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``.
+
+        As in SQLAlchemy, three slashes then a relative path, four for an
+        absolute one. Query parameters: ``table``, ``timeout``, ``synchronous``.
+        """
+        parts = urlsplit(url)
+        if parts.scheme != "sqlite" or parts.netloc or not parts.path.startswith("/") or len(parts.path) < 2:
+            raise ConfigurationError(f"not a SQLite URL (want sqlite:///path/to/file.db): {url!r}")
+        options: dict[str, Any] = {}
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            if name == "table":
+                options["table"] = value
+            elif name == "timeout":
+                try:
+                    options["timeout"] = float(value)
+                except ValueError:
+                    raise ConfigurationError(f"SQLite URL: timeout must be a number, not {value!r}") from None
+            elif name == "synchronous":
+                options["synchronous"] = value
+            else:
+                raise ConfigurationError(f"SQLite URL: unknown option {name!r} (known: table, timeout, synchronous)")
+        return cls(unquote(parts.path[1:]), **options)
+
+    def __repr__(self) -> str:
+        return f"<SQLiteStore {str(self.path)!r} table={self.table!r}>"
+
+    # -- connections ---------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreError(f"SQLiteStore {self.path}: the store is closed")
+        pid = os.getpid()
+        if pid != self._pid:
+            # Forked: the parent's connections belong to the parent. Forget them
+            # without closing (closing would touch the parent's locks and WAL).
+            self._pid = pid
+            self._local = threading.local()
+            self._all = []
+            self._all_lock = threading.Lock()
+        # One connection per thread: sqlite3 connections are not safe to share
+        # between threads mid-transaction. check_same_thread is off only so
+        # close() can close them all from one thread.
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False, cached_statements=32
+            )
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            if mode is None or str(mode[0]).lower() != "wal":
+                log.warning("SQLiteStore %s: WAL mode unavailable (journal_mode=%s)", self.path, mode)
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        except sqlite3.Error as exc:
+            raise self._error("cannot open the database", exc) from exc
+        self._restrict_permissions()
+        self._local.conn = conn
+        with self._all_lock:
+            self._all.append(conn)
+        if not self._schema_ready:
+            self._create_schema(conn)
+        return conn
+
+    def _restrict_permissions(self) -> None:
+        # The database holds live sessions: nobody but the app's user reads it.
+        for suffix in ("", "-wal", "-shm"):
+            p = Path(str(self.path) + suffix)
+            try:
+                if p.exists() and p.stat().st_mode & 0o077:
+                    os.chmod(p, 0o600)
+            except OSError:
+                log.warning("SQLiteStore %s: could not restrict permissions of %s", self.path, p.name)
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        t = self.table
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {t} ("
+                    "key TEXT PRIMARY KEY NOT NULL, data TEXT NOT NULL, "
+                    "created_at REAL NOT NULL, expires_at REAL NOT NULL, user_id TEXT"
+                    ") WITHOUT ROWID"
+                )
+                conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_expires_at ON {t} (expires_at)")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._error("cannot create the sessions table", exc) from exc
+        self._schema_ready = True
+
+    def _error(self, what: str, exc: BaseException) -> StoreError:
+        message = f"SQLiteStore {self.path}: {what}: {exc}"
+        text = str(exc).lower()
+        if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+            return StoreTimeoutError(f"{message} (another process held the write lock for over {self.timeout:g} s)")
+        if isinstance(exc, sqlite3.OperationalError) and "full" in text:
+            return StoreFullError(message)
+        if "unable to open" in text or "readonly" in text or "read-only" in text:
+            return StoreUnavailableError(message)
+        return StoreError(message)
+
+    # -- the Store protocol ---------------------------------------------------
+
+    def load(self, key: str) -> Record | None:
+        if not valid_key(key):
+            return None
+        conn = self._connect()
+        try:
+            row = conn.execute(self._sql_load, (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._error("cannot read a session", exc) from exc
+        if row is None or row[2] <= _clock.now():
+            return None
+        data = self._decode(row[0])
+        if data is None:
+            return None
+        return Record(data, row[1], row[2])
+
+    @staticmethod
+    def _decode(text: object) -> dict[str, Any] | None:
+        try:
+            data = _json.decode(text)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            data = None
+        if type(data) is not dict:
+            security_log.warning("corrupt session record in SQLiteStore treated as absent")
+            return None
+        return data
+
+    def save(self, key: str, update: Update) -> bool:
+        if not valid_key(key):
+            raise ValueError("not a store key")
+        conn = self._connect()
+        now = _clock.now()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                written = self._save_in_transaction(conn, key, update, now)
+                conn.execute("COMMIT" if written else "ROLLBACK")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._error("cannot save a session", exc) from exc
+        if not written:
+            log.info("save dropped: the session was destroyed or expired meanwhile")
+        return written
+
+    def _save_in_transaction(self, conn: sqlite3.Connection, key: str, update: Update, now: float) -> bool:
+        row = conn.execute(self._sql_load, (key,)).fetchone()
+        current = self._decode(row[0]) if row is not None and row[2] > now else None
+        if current is not None:
+            conn.execute(self._sql_update, (_json.encode(update.apply(current)), update.expires_at, key))
+            return True
+        if update.created_at is None:
+            return False
+        data = _json.encode(update.apply({}))
+        conn.execute(self._sql_insert, (key, data, update.created_at, update.expires_at))
+        return True
+
+    def touch(self, key: str, expires_at: float) -> bool:
+        if not valid_key(key):
+            return False
+        conn = self._connect()
+        try:
+            return conn.execute(self._sql_touch, (expires_at, key, _clock.now())).rowcount == 1
+        except sqlite3.Error as exc:
+            raise self._error("cannot refresh a session", exc) from exc
+
+    def destroy(self, key: str) -> None:
+        if not valid_key(key):
+            return
+        conn = self._connect()
+        try:
+            conn.execute(self._sql_destroy, (key,))
+        except sqlite3.Error as exc:
+            raise self._error("cannot delete a session", exc) from exc
+
+    def prune(self, batch_size: int = 1000) -> int:
+        """Delete expired sessions in batches of *batch_size*; return how many.
+
+        Each batch is its own short transaction, so requests keep being served
+        while a large store is pruned.
+        """
+        conn = self._connect()
+        total = 0
+        cutoff = _clock.now()
+        try:
+            while True:
+                deleted = conn.execute(self._sql_prune, (cutoff, batch_size)).rowcount
+                total += deleted
+                if deleted < batch_size:
+                    return total
+        except sqlite3.Error as exc:
+            raise self._error("cannot prune sessions", exc) from exc
+
+    def count(self) -> int:
+        """How many live sessions the store holds."""
+        conn = self._connect()
+        try:
+            row = conn.execute(f"SELECT count(*) FROM {self.table} WHERE expires_at > ?", (_clock.now(),)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._error("cannot count sessions", exc) from exc
+        return int(row[0])
+
+    def close(self) -> None:
+        with self._all_lock:
+            conns, self._all = self._all, []
+        if os.getpid() == self._pid:
+            for conn in conns:
+                conn.close()
+        self._local = threading.local()
+        self._closed = True

@@ -1,0 +1,281 @@
+"""Test helpers for code that uses wsgisession, and the store conformance suite.
+
+To prove a store of your own behaves like ours, subclass :class:`StoreContract`
+in a pytest module and provide a ``store`` fixture::
+
+    from wsgisession.testing import StoreContract
+
+    class TestMyStore(StoreContract):
+        @pytest.fixture
+        def store(self):
+            s = MyStore(...)
+            yield s
+            s.close()
+
+Every test in the suite then runs against your store. The suite moves time
+with the ``clock`` fixture (it patches :func:`wsgisession._clock.now`), so a
+store must read the time through that function, not ``time.time``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from . import _clock
+from .ids import new_id, store_key
+from .stores.base import Store, Update
+
+__all__ = ["Clock", "StoreContract"]
+
+
+class Clock:
+    """A clock for tests: real time, shifted by however much a test advanced it."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self._real = _clock.now
+
+    def __call__(self) -> float:
+        return self._real() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by *seconds*."""
+        self.offset += seconds
+
+
+def _key() -> str:
+    return store_key(new_id())
+
+
+class StoreContract:
+    """The behaviour every session store must have. Subclass it and provide ``store``."""
+
+    @pytest.fixture
+    def store(self) -> Iterator[Store]:
+        raise NotImplementedError("provide a `store` fixture that yields the store under test")
+
+    @pytest.fixture
+    def clock(self, monkeypatch: pytest.MonkeyPatch) -> Clock:
+        clock = Clock()
+        monkeypatch.setattr(_clock, "now", clock)
+        return clock
+
+    # -- helpers ---------------------------------------------------------------
+
+    @staticmethod
+    def create(store: Store, clock: Clock, data: dict[str, Any], ttl: float = 600) -> str:
+        key = _key()
+        now = clock()
+        assert store.save(key, Update(set=data, expires_at=now + ttl, created_at=now)) is True
+        return key
+
+    # -- load and create -------------------------------------------------------
+
+    def test_load_missing_is_none(self, store: Store) -> None:
+        assert store.load(_key()) is None
+
+    def test_create_then_load_round_trips_json(self, store: Store, clock: Clock) -> None:
+        data = {
+            "user": "zoë ☃ \u2028",
+            "n": 2**62,
+            "f": 0.1,
+            "neg": -5,
+            "t": True,
+            "none": None,
+            "nested": {"list": [1, "two", {"three": [3.5, None]}], "empty": {}},
+            "quote\"key'": "' OR 1=1--",
+        }
+        key = self.create(store, clock, data)
+        record = store.load(key)
+        assert record is not None
+        assert record.data == data
+        assert type(record.data["t"]) is bool and type(record.data["n"]) is int
+
+    def test_create_records_times(self, store: Store, clock: Clock) -> None:
+        key = _key()
+        now = clock()
+        store.save(key, Update(set={"a": 1}, expires_at=now + 100, created_at=now - 5))
+        record = store.load(key)
+        assert record is not None
+        assert record.created_at == pytest.approx(now - 5, abs=0.01)
+        assert record.expires_at == pytest.approx(now + 100, abs=0.01)
+
+    def test_empty_session_can_be_created(self, store: Store, clock: Clock) -> None:
+        key = self.create(store, clock, {})
+        record = store.load(key)
+        assert record is not None and record.data == {}
+
+    def test_loaded_data_is_a_copy(self, store: Store, clock: Clock) -> None:
+        key = self.create(store, clock, {"cart": [1]})
+        record = store.load(key)
+        assert record is not None
+        record.data["cart"].append(2)
+        again = store.load(key)
+        assert again is not None and again.data == {"cart": [1]}
+
+    # -- merge semantics ---------------------------------------------------------
+
+    def test_update_of_missing_record_writes_nothing(self, store: Store, clock: Clock) -> None:
+        key = _key()
+        assert store.save(key, Update(set={"a": 1}, expires_at=clock() + 60)) is False
+        assert store.load(key) is None
+
+    def test_updates_to_different_keys_both_land(self, store: Store, clock: Clock) -> None:
+        key = self.create(store, clock, {"base": 0})
+        expires = clock() + 600
+        assert store.save(key, Update(set={"a": 1}, expires_at=expires))
+        assert store.save(key, Update(set={"b": 2}, expires_at=expires))
+        record = store.load(key)
+        assert record is not None and record.data == {"base": 0, "a": 1, "b": 2}
+
+    def test_update_deletes_only_named_keys(self, store: Store, clock: Clock) -> None:
+        key = self.create(store, clock, {"a": 1, "b": 2, "c": 3})
+        assert store.save(key, Update(set={"d": 4}, delete=frozenset({"a", "zz"}), expires_at=clock() + 60))
+        record = store.load(key)
+        assert record is not None and record.data == {"b": 2, "c": 3, "d": 4}
+
+    def test_same_key_last_writer_wins(self, store: Store, clock: Clock) -> None:
+        key = self.create(store, clock, {"a": 1})
+        store.save(key, Update(set={"a": 2}, expires_at=clock() + 60))
+        store.save(key, Update(set={"a": {"v": 3}}, expires_at=clock() + 60))
+        record = store.load(key)
+        assert record is not None and record.data == {"a": {"v": 3}}
+
+    def test_update_keeps_created_at_and_sets_expiry(self, store: Store, clock: Clock) -> None:
+        key = _key()
+        t0 = clock()
+        store.save(key, Update(set={"a": 1}, expires_at=t0 + 60, created_at=t0))
+        clock.advance(30)
+        store.save(key, Update(set={"a": 2}, expires_at=clock() + 60))
+        record = store.load(key)
+        assert record is not None
+        assert record.created_at == pytest.approx(t0, abs=0.01)
+        assert record.expires_at == pytest.approx(t0 + 90, abs=0.01)
+
+    def test_create_onto_live_record_merges(self, store: Store, clock: Clock) -> None:
+        key = self.create(store, clock, {"a": 1})
+        store.save(key, Update(set={"b": 2}, expires_at=clock() + 60, created_at=clock()))
+        record = store.load(key)
+        assert record is not None and record.data == {"a": 1, "b": 2}
+
+    def test_concurrent_updates_from_threads_all_land(self, store: Store, clock: Clock) -> None:
+        key = self.create(store, clock, {})
+        expires = clock() + 600
+        errors: list[BaseException] = []
+
+        def writer(n: int) -> None:
+            try:
+                for i in range(10):
+                    assert store.save(key, Update(set={f"t{n}-{i}": i}, expires_at=expires))
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        record = store.load(key)
+        assert record is not None and len(record.data) == 80
+
+    # -- destroy wins -------------------------------------------------------------
+
+    def test_destroy_removes_record(self, store: Store, clock: Clock) -> None:
+        key = self.create(store, clock, {"a": 1})
+        store.destroy(key)
+        assert store.load(key) is None
+
+    def test_destroy_missing_is_not_an_error(self, store: Store) -> None:
+        store.destroy(_key())
+
+    def test_update_after_destroy_does_not_resurrect(self, store: Store, clock: Clock) -> None:
+        key = self.create(store, clock, {"user": "alice"})
+        store.destroy(key)
+        assert store.save(key, Update(set={"late": True}, expires_at=clock() + 60)) is False
+        assert store.load(key) is None
+
+    def test_touch_after_destroy_does_not_resurrect(self, store: Store, clock: Clock) -> None:
+        key = self.create(store, clock, {"user": "alice"})
+        store.destroy(key)
+        assert store.touch(key, clock() + 60) is False
+        assert store.load(key) is None
+
+    # -- expiry ---------------------------------------------------------------------
+
+    def test_expired_record_is_absent(self, store: Store, clock: Clock) -> None:
+        key = self.create(store, clock, {"a": 1}, ttl=10)
+        clock.advance(11)
+        assert store.load(key) is None
+
+    def test_update_of_expired_record_writes_nothing(self, store: Store, clock: Clock) -> None:
+        key = self.create(store, clock, {"a": 1}, ttl=10)
+        clock.advance(11)
+        assert store.save(key, Update(set={"b": 2}, expires_at=clock() + 60)) is False
+        assert store.load(key) is None
+
+    def test_create_over_expired_record_starts_fresh(self, store: Store, clock: Clock) -> None:
+        key = self.create(store, clock, {"old": 1}, ttl=10)
+        clock.advance(11)
+        now = clock()
+        assert store.save(key, Update(set={"new": 2}, expires_at=now + 60, created_at=now))
+        record = store.load(key)
+        assert record is not None and record.data == {"new": 2}
+        assert record.created_at == pytest.approx(now, abs=0.01)
+
+    def test_touch_extends_expiry_without_changing_data(self, store: Store, clock: Clock) -> None:
+        key = self.create(store, clock, {"a": [1, 2]}, ttl=10)
+        clock.advance(8)
+        assert store.touch(key, clock() + 10) is True
+        clock.advance(8)
+        record = store.load(key)
+        assert record is not None and record.data == {"a": [1, 2]}
+        assert record.expires_at == pytest.approx(clock() + 2, abs=0.05)
+
+    def test_touch_of_expired_or_missing_is_false(self, store: Store, clock: Clock) -> None:
+        assert store.touch(_key(), clock() + 60) is False
+        key = self.create(store, clock, {"a": 1}, ttl=10)
+        clock.advance(11)
+        assert store.touch(key, clock() + 60) is False
+        assert store.load(key) is None
+
+    def test_prune_removes_only_expired(self, store: Store, clock: Clock) -> None:
+        dead = [self.create(store, clock, {"i": i}, ttl=10) for i in range(5)]
+        live = [self.create(store, clock, {"i": i}, ttl=1000) for i in range(3)]
+        clock.advance(11)
+        removed = store.prune()
+        assert removed == 5
+        assert all(store.load(k) is None for k in dead)
+        assert all(store.load(k) is not None for k in live)
+        assert store.prune() == 0
+
+    # -- hostile keys -----------------------------------------------------------------
+
+    @pytest.mark.parametrize(
+        "bad",
+        [
+            pytest.param("", id="empty"),
+            pytest.param("a" * 10_000, id="overlong"),
+            pytest.param("../" * 21 + "a", id="dotdot"),
+            pytest.param("..\\..\\windows", id="backslash"),
+            pytest.param("a" * 63 + "\x00", id="nul"),
+            pytest.param("' OR 1=1--", id="sql"),
+            pytest.param("A" * 64, id="uppercase-hex"),
+            pytest.param("*", id="glob"),
+        ],
+    )
+    def test_hostile_keys_are_absent(self, store: Store, clock: Clock, bad: str) -> None:
+        self.create(store, clock, {"a": 1})
+        assert store.load(bad) is None
+        assert store.touch(bad, clock() + 60) is False
+        store.destroy(bad)
+        with pytest.raises(ValueError, match="not a store key"):
+            store.save(bad, Update(set={"a": 1}, expires_at=clock() + 60, created_at=clock()))
+
+    def test_close_is_idempotent(self, store: Store) -> None:
+        store.close()
+        store.close()
