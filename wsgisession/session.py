@@ -1,0 +1,368 @@
+"""Session: the mapping an application reads and writes, and what changed in it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import _clock, _json
+from .ids import log_tag, new_id, store_key
+from .stores.base import Store, Update
+
+log = logging.getLogger("wsgisession")
+security_log = logging.getLogger("wsgisession.security")
+
+#: How long a session lives on the server when the cookie has no Max-Age.
+DEFAULT_TTL = 86400
+
+_MUTABLE = (list, dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """What a session needs to know about its middleware's configuration."""
+
+    store: Store
+    ttl: float = DEFAULT_TTL
+    absolute_timeout: float | None = None
+
+
+class Session(MutableMapping[str, Any]):
+    """One browser's session: a mapping of JSON data with a lifecycle.
+
+    The store is not read until the data is first used. Values must be JSON
+    data (``str``, ``int``, ``float``, ``bool``, ``None``, ``list``, ``dict``
+    with ``str`` keys); anything else raises :class:`TypeError` naming the key.
+    Changes are tracked per key, including changes made inside a list or dict
+    that was read (``session["cart"].append(item)``), and only the keys that
+    changed are written, so concurrent requests that change different keys
+    never undo each other.
+    """
+
+    __slots__ = (
+        "_cleared",
+        "_created_at",
+        "_data",
+        "_dead_ids",
+        "_deleted",
+        "_exists",
+        "_expires_at",
+        "_force_save",
+        "_is_new",
+        "_loaded",
+        "_resign",
+        "_set",
+        "_settings",
+        "_sid",
+        "_snapshots",
+        "_stale_cookie",
+        "_touched",
+        "accessed",
+    )
+
+    def __init__(self, settings: SessionSettings, session_id: str | None = None, *, resign: bool = False) -> None:
+        """Make a session; *session_id* is the verified ID from the cookie, if any."""
+        self._settings = settings
+        self._sid = session_id
+        self._loaded = False
+        self._exists = False
+        self._is_new = True
+        self._data: dict[str, Any] = {}
+        self._set: set[str] = set()
+        self._deleted: set[str] = set()
+        self._snapshots: dict[str, str] = {}
+        self._created_at: float | None = None
+        self._expires_at: float | None = None
+        self._dead_ids: list[str] = []
+        self._force_save = False
+        self._touched = False
+        self._cleared = False
+        self._resign = resign
+        self._stale_cookie = False
+        #: Whether the application used the session in this request (``Vary: Cookie``).
+        self.accessed = False
+
+    def __repr__(self) -> str:
+        state = "not loaded" if not self._loaded else ("new" if self._sid is None else "live")
+        return f"<Session {state}, {len(self._data)} key(s)>"
+
+    # -- loading ------------------------------------------------------------------
+
+    def _load(self) -> None:
+        self.accessed = True
+        if self._loaded:
+            return
+        self._loaded = True
+        self._data = {}
+        self._exists = False
+        self._is_new = True
+        if self._sid is None:
+            return
+        settings = self._settings
+        record = settings.store.load(store_key(self._sid))
+        timeout = settings.absolute_timeout
+        if record is not None and timeout is not None and record.created_at + timeout <= _clock.now():
+            security_log.info("session %s replayed after its absolute timeout", log_tag(self._sid))
+            settings.store.destroy(store_key(self._sid))
+            record = None
+        if record is None:
+            # An ID we do not have is never adopted: the session starts afresh
+            # and gets a new ID if it is saved.
+            security_log.info("session %s is unknown or expired", log_tag(self._sid))
+            self._sid = None
+            self._stale_cookie = True
+            self._resign = False
+            return
+        self._data = record.data
+        self._created_at = record.created_at
+        self._expires_at = record.expires_at
+        self._exists = True
+        self._is_new = False
+
+    # -- the mapping ----------------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        self._load()
+        value = self._data[key]
+        if type(value) in _MUTABLE and key not in self._snapshots and key not in self._set:
+            # Remember how it looked, to notice changes made in place.
+            self._snapshots[key] = _json.encode(value)
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if type(key) is not str:
+            raise TypeError(f"session keys must be str, not {type(key).__name__}")
+        _json.check_json(key, value)
+        self._load()
+        self._data[key] = value
+        self._set.add(key)
+        self._deleted.discard(key)
+        self._snapshots.pop(key, None)
+
+    def __delitem__(self, key: str) -> None:
+        self._load()
+        del self._data[key]
+        self._deleted.add(key)
+        self._set.discard(key)
+        self._snapshots.pop(key, None)
+
+    def __contains__(self, key: object) -> bool:
+        self._load()
+        return key in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        self._load()
+        return iter(list(self._data))
+
+    def __len__(self) -> int:
+        self._load()
+        return len(self._data)
+
+    def clear(self) -> None:
+        """Remove every key (the session itself lives on; see :meth:`destroy`)."""
+        self._load()
+        self._deleted.update(self._data)
+        self._set.clear()
+        self._snapshots.clear()
+        self._data.clear()
+
+    # -- state ------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str | None:
+        """The session ID, or ``None`` until a new session is first saved.
+
+        This is the bearer credential in the cookie: never log it.
+        """
+        self._load()
+        return self._sid
+
+    @property
+    def is_new(self) -> bool:
+        """Whether this session did not exist before this request."""
+        self._load()
+        return self._is_new
+
+    @property
+    def created_at(self) -> float:
+        """When the session was created (epoch seconds)."""
+        self._load()
+        if self._created_at is None:
+            self._created_at = _clock.now()
+        return self._created_at
+
+    @property
+    def expires_at(self) -> float | None:
+        """When the stored session expires unless saved or touched (epoch seconds); ``None`` until saved."""
+        self._load()
+        return self._expires_at
+
+    @property
+    def modified(self) -> bool:
+        """Whether this request changed the data (in place changes included)."""
+        if not self._loaded:
+            return False
+        return bool(self._set or self._deleted or self._changed_in_place())
+
+    def _changed_in_place(self) -> list[str]:
+        data = self._data
+        changed = []
+        for key, before in self._snapshots.items():
+            if key not in data:
+                continue
+            try:
+                now = _json.encode(data[key])
+            except (TypeError, ValueError):
+                now = None  # not JSON any more: changed, and save() says why
+            if now != before:
+                changed.append(key)
+        return changed
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def _expiry(self, now: float) -> float:
+        settings = self._settings
+        expires_at = now + settings.ttl
+        if settings.absolute_timeout is not None:
+            expires_at = min(expires_at, self.created_at + settings.absolute_timeout)
+        return expires_at
+
+    def save(self) -> None:
+        """Write the session to the store now (a new session gets its ID here).
+
+        Only the keys this request changed are written, merged into the record
+        as it is now in the store. If another request destroyed the session
+        meanwhile, nothing is written and the session is left empty and new:
+        a logout is never undone.
+        """
+        self._load()
+        changed_in_place = self._changed_in_place()
+        values: dict[str, Any] = {}
+        for key in (*self._set, *changed_in_place):
+            if key in self._data:
+                value = self._data[key]
+                _json.check_json(key, value)
+                values[key] = value
+        now = _clock.now()
+        if self._sid is None:
+            self._sid = new_id()
+            self._exists = False
+        created_at = None if self._exists else self.created_at
+        if not self._exists:
+            # A new record: write the whole data, not only what changed.
+            values = dict(self._data)
+            for key, value in values.items():
+                _json.check_json(key, value)
+        expires_at = self._expiry(now)
+        update = Update(set=values, delete=frozenset(self._deleted), expires_at=expires_at, created_at=created_at)
+        store = self._settings.store
+        if not store.save(store_key(self._sid), update):
+            security_log.warning("save of session %s dropped: it was destroyed by another request", log_tag(self._sid))
+            self._reset(stale_cookie=False)
+            return
+        self._exists = True
+        self._expires_at = expires_at
+        self._set.clear()
+        self._deleted.clear()
+        self._snapshots.clear()
+        self._force_save = False
+        self._cleared = False
+        for dead in self._dead_ids:
+            store.destroy(store_key(dead))
+        self._dead_ids.clear()
+
+    def regenerate(self) -> None:
+        """Give the session a new ID, keeping its data; the old ID stops working.
+
+        Call it when privileges change, at login above all, so an ID planted in
+        the browser before login (session fixation) is worthless after it. The
+        new record is written and the old one deleted when the session is saved
+        (at the end of the request, or by :meth:`save`); :attr:`id` is the new
+        ID from now on.
+        """
+        self._load()
+        if self._sid is not None and self._exists:
+            self._dead_ids.append(self._sid)
+        self._sid = new_id()
+        self._exists = False
+        self._created_at = _clock.now()
+        self._expires_at = None
+        self._force_save = True
+        self._resign = False
+
+    def destroy(self) -> None:
+        """Delete the session from the store now, clear its data and expire the cookie.
+
+        The session object stays usable: anything written to it afterwards in
+        this request starts a new session with a new ID (a flash message after
+        logout, say).
+        """
+        self.accessed = True
+        store = self._settings.store
+        for dead in (*self._dead_ids, *([self._sid] if self._sid is not None else [])):
+            store.destroy(store_key(dead))
+        self._reset(stale_cookie=False)
+        self._cleared = True
+
+    def _reset(self, *, stale_cookie: bool) -> None:
+        self._loaded = True
+        self._sid = None
+        self._exists = False
+        self._is_new = True
+        self._data = {}
+        self._set.clear()
+        self._deleted.clear()
+        self._snapshots.clear()
+        self._dead_ids.clear()
+        self._created_at = None
+        self._expires_at = None
+        self._force_save = False
+        self._touched = False
+        self._resign = False
+        self._stale_cookie = stale_cookie
+
+    def reload(self) -> None:
+        """Discard this request's unsaved changes and read the session again from the store."""
+        self._loaded = False
+        self._set.clear()
+        self._deleted.clear()
+        self._snapshots.clear()
+        self._load()
+
+    def touch(self) -> None:
+        """Refresh the session's expiry now, without rewriting its data."""
+        self._load()
+        if self._sid is None or not self._exists:
+            return
+        expires_at = self._expiry(_clock.now())
+        if self._settings.store.touch(store_key(self._sid), expires_at):
+            self._expires_at = expires_at
+            self._touched = True
+        else:
+            security_log.info("touch of session %s found it gone", log_tag(self._sid))
+            self._reset(stale_cookie=True)
+
+    # -- end of request (called by the middleware) ------------------------------------------
+
+    def _commit(self, *, rolling: bool, save_uninitialized: bool) -> str | None:
+        """Persist what the request did; return ``"set"``, ``"delete"`` or ``None`` for the cookie."""
+        if not self._loaded:
+            if not (self._sid is not None and (rolling or self._resign)) and not save_uninitialized:
+                return None
+            accessed = self.accessed
+            self._load()
+            self.accessed = accessed
+        if self.modified or self._force_save or (save_uninitialized and not self._exists):
+            self.save()
+            return "set" if self._exists else None
+        if self._exists and (rolling or self._touched):
+            if not self._touched:
+                self.touch()
+            return "set" if self._exists else "delete"
+        if self._exists and self._resign:
+            return "set"
+        if self._cleared or self._stale_cookie:
+            return "delete"
+        return None
