@@ -14,7 +14,19 @@ _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(","
 encode = _encoder.encode
 decode = json.loads
 
-_SCALARS = (str, int, bool, type(None))
+_SCALARS = (int, bool, type(None))
+
+
+def _bad_text(text: str) -> bool:
+    # A lone surrogate ("\ud800") is a Python str but not Unicode text: no
+    # store could write it as UTF-8.
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def check_json(key: str, value: object) -> None:
@@ -28,10 +40,20 @@ def check_json(key: str, value: object) -> None:
         raise TypeError(f"session[{key!r}] is not JSON data: {problem}")
 
 
+def check_key(key: object) -> None:
+    """Raise TypeError unless *key* can name a session value."""
+    if type(key) is not str:
+        raise TypeError(f"session keys must be str, not {type(key).__name__}")
+    if _bad_text(key):
+        raise TypeError("a session key with a lone surrogate is not Unicode text")
+
+
 def _find_problem(value: object, depth: int) -> str | None:
     if depth > 64:
         return "nested more than 64 levels deep"
     cls = type(value)
+    if cls is str:
+        return "a string with a lone surrogate is not Unicode text" if _bad_text(value) else None  # type: ignore[arg-type]
     if cls in _SCALARS:
         return None
     if cls is float:
@@ -46,18 +68,10 @@ def _find_problem(value: object, depth: int) -> str | None:
         for k, item in value.items():  # type: ignore[attr-defined]
             if type(k) is not str:
                 return f"dict key {k!r} is a {type(k).__name__}, not a str"
+            if _bad_text(k):
+                return "a dict key with a lone surrogate is not Unicode text"
             problem = _find_problem(item, depth + 1)
             if problem is not None:
                 return problem
         return None
     return f"a {cls.__name__} cannot be stored (use str, int, float, bool, None, list or dict)"
-
-
-def copy_json(value: Any) -> Any:
-    """Deep-copy plain JSON data (faster than copy.deepcopy for this shape)."""
-    cls = type(value)
-    if cls is list:
-        return [copy_json(v) for v in value]
-    if cls is dict:
-        return {k: copy_json(v) for k, v in value.items()}
-    return value

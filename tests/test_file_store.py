@@ -1,0 +1,813 @@
+"""FileStore against a real filesystem: layout, permissions, locking, crashes, full disks."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import random
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wsgisession import _clock
+from wsgisession.errors import (
+    ConfigurationError,
+    StoreError,
+    StoreFullError,
+    StoreTimeoutError,
+    StoreUnavailableError,
+)
+from wsgisession.ids import new_id, store_key
+from wsgisession.stores import base
+from wsgisession.stores.base import Record, Store, Update
+from wsgisession.stores.file import FileStore
+from wsgisession.testing import StoreContract
+
+REPO = Path(base.__file__).resolve().parents[2]
+HOUR = 3600.0
+
+
+def new_key() -> str:
+    return store_key(new_id())
+
+
+def create(store: FileStore, key: str, ttl: float = HOUR, **values: Any) -> None:
+    now = _clock.now()
+    assert store.save(key, Update(set=values, created_at=now, expires_at=now + ttl))
+
+
+def files_in(directory: Path) -> set[str]:
+    return {p.name for p in directory.iterdir()}
+
+
+def tmp_files(directory: Path) -> list[str]:
+    return [name for name in files_in(directory) if name.startswith(".tmp-")]
+
+
+@pytest.fixture
+def directory(tmp_path: Path) -> Path:
+    return tmp_path / "sessions"
+
+
+@pytest.fixture
+def store(directory: Path) -> Iterator[FileStore]:
+    s = FileStore(directory)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
+    """Move the store's clock: clock(seconds) jumps that far ahead of real time."""
+
+    def move(offset: float) -> None:
+        monkeypatch.setattr(_clock, "now", lambda: time.time() + offset)
+
+    return move
+
+
+def python(code: str, *args: str) -> subprocess.Popen[str]:
+    """Run *code* in a fresh interpreter that imports this checkout of wsgisession."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def expect_line(proc: subprocess.Popen[str], line: str) -> None:
+    assert proc.stdout is not None
+    got = proc.stdout.readline().strip()
+    if got != line:
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"child said {got!r}, expected {line!r}; stderr:\n{err}")
+
+
+class TestFileStoreContract(StoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[FileStore]:
+        s = FileStore(tmp_path / "contract")
+        yield s
+        s.close()
+
+
+class TestFileStoreContractFromURL(StoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[FileStore]:
+        s = FileStore.from_url(f"file://{tmp_path}/contract?lock_timeout=5")
+        yield s
+        s.close()
+
+
+# -- the protocol, basics ------------------------------------------------------
+
+
+def test_is_a_multi_process_store(store: FileStore) -> None:
+    assert isinstance(store, Store)
+    assert FileStore.single_process is False
+
+
+def test_round_trip_and_file_format(store: FileStore, directory: Path) -> None:
+    key = new_key()
+    now = _clock.now()
+    assert store.save(key, Update(set={"user": "ünï", "n": [1, 2.5, None]}, created_at=now, expires_at=now + 60))
+    assert store.load(key) == Record({"user": "ünï", "n": [1, 2.5, None]}, now, now + 60)
+    doc = (directory / key).read_text("utf-8")
+    assert doc.startswith('{"created_at":')
+    assert '"data":{"user":"ünï"' in doc
+    # mtime carries the expiry as a hint for prune()
+    assert (directory / key).stat().st_mtime == pytest.approx(now + 60, abs=1)
+
+
+def test_merge_keeps_created_at_and_untouched_keys(store: FileStore) -> None:
+    key = new_key()
+    create(store, key, a=1, b=2, c=3)
+    first = store.load(key)
+    assert first is not None
+    later = _clock.now() + 5
+    assert store.save(key, Update(set={"b": 20}, delete=frozenset({"c"}), created_at=later, expires_at=later + 99))
+    record = store.load(key)
+    assert record == Record({"a": 1, "b": 20}, first.created_at, later + 99)
+
+
+def test_touch_changes_only_the_expiry(store: FileStore, directory: Path) -> None:
+    key = new_key()
+    create(store, key, a=1)
+    before = store.load(key)
+    assert before is not None
+    assert store.touch(key, before.expires_at + 500)
+    after = store.load(key)
+    assert after == Record({"a": 1}, before.created_at, before.expires_at + 500)
+    assert (directory / key).stat().st_mtime == pytest.approx(before.expires_at + 500, abs=1)
+    assert store.touch(new_key(), _clock.now() + 10) is False
+
+
+def test_expired_record_is_absent_and_save_does_not_revive_it(
+    store: FileStore, directory: Path, clock: Callable[[float], None]
+) -> None:
+    key = new_key()
+    create(store, key, ttl=10, a=1)
+    content = (directory / key).read_bytes()
+    clock(11)
+    assert store.load(key) is None
+    assert store.touch(key, _clock.now() + 100) is False
+    assert store.save(key, Update(set={"b": 2}, expires_at=_clock.now() + 100)) is False
+    assert (directory / key).read_bytes() == content  # nothing written
+    # A new session under the same key replaces it: old data does not leak in.
+    now = _clock.now()
+    assert store.save(key, Update(set={"b": 2}, created_at=now, expires_at=now + 100))
+    assert store.load(key) == Record({"b": 2}, now, now + 100)
+
+
+def test_expires_exactly_now_is_expired(store: FileStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = new_key()
+    create(store, key, a=1)
+    record = store.load(key)
+    assert record is not None
+    monkeypatch.setattr(_clock, "now", lambda: record.expires_at)
+    assert store.load(key) is None
+
+
+def test_destroy_wins(store: FileStore, directory: Path) -> None:
+    key = new_key()
+    create(store, key, a=1)
+    assert store.load(key) is not None  # a request loads the session...
+    FileStore(directory).destroy(key)  # ...another logs out...
+    # ...and the first one's save must not bring it back.
+    assert store.save(key, Update(set={"b": 2}, expires_at=_clock.now() + HOUR)) is False
+    assert store.load(key) is None
+    assert key not in files_in(directory)
+    store.destroy(key)  # absent: no error
+
+
+def test_load_reads_expiry_from_content_not_mtime(store: FileStore, directory: Path) -> None:
+    live, dead = new_key(), new_key()
+    create(store, live, a=1)
+    create(store, dead, ttl=-5, a=1)
+    os.utime(directory / live, (0, 0))
+    os.utime(directory / dead, (4e9, 4e9))
+    assert store.load(live) is not None
+    assert store.load(dead) is None
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param("../../etc/passwd", id="traversal"),
+        pytest.param("A" * 64, id="uppercase"),
+        pytest.param("a" * 63, id="short"),
+        pytest.param("a" * 64 + "\n", id="newline"),
+        pytest.param(".locks", id="lock-dir"),
+        pytest.param(".tmp-0123456789abcdef", id="temp-name"),
+        pytest.param(None, id="none"),
+    ],
+)
+def test_invalid_keys_never_reach_a_path(store: FileStore, directory: Path, key: Any) -> None:
+    before = files_in(directory)
+    assert store.load(key) is None
+    assert store.touch(key, _clock.now() + 10) is False
+    store.destroy(key)
+    with pytest.raises(ValueError, match="not a store key"):
+        store.save(key, Update(set={"a": 1}, created_at=0.0, expires_at=_clock.now() + 10))
+    assert files_in(directory) == before
+
+
+def test_close_is_idempotent(directory: Path) -> None:
+    s = FileStore(directory)
+    s.close()
+    s.close()
+
+
+# -- the directory -----------------------------------------------------------------
+
+
+def test_permissions(tmp_path: Path) -> None:
+    # umask 0: the modes must come from the store, not from a friendly umask.
+    old = os.umask(0)
+    try:
+        directory = tmp_path / "sessions"
+        s = FileStore(directory)
+        key = new_key()
+        create(s, key, a=1)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE((directory / ".locks").stat().st_mode) == 0o700
+    assert stat.S_IMODE((directory / key).stat().st_mode) == 0o600
+    locks = list((directory / ".locks").iterdir())
+    assert locks
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in locks)
+
+
+def test_raw_session_id_is_never_written(store: FileStore, directory: Path) -> None:
+    session_id = new_id()
+    key = store_key(session_id)
+    create(store, key, user="alice")
+    assert store.touch(key, _clock.now() + 99)
+    for path in directory.rglob("*"):
+        assert session_id not in path.name
+        if path.is_file():
+            assert session_id.encode() not in path.read_bytes()
+
+
+def test_relative_path_is_resolved_at_construction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = FileStore("rel")
+    key = new_key()
+    monkeypatch.chdir("/")
+    create(s, key, a=1)
+    assert (tmp_path / "rel" / key).exists()
+
+
+def test_missing_parent_is_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailableError, match="parent directory does not exist"):
+        FileStore(tmp_path / "nope" / "sessions")
+    assert not (tmp_path / "nope").exists()  # no tree created from a typo
+
+
+def test_path_that_is_a_file_is_a_configuration_error(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("")
+    with pytest.raises(ConfigurationError, match="not a directory"):
+        FileStore(tmp_path / "f")
+
+
+@pytest.mark.parametrize("value", [-1, float("nan"), float("inf"), "5", True])
+def test_bad_lock_timeout(directory: Path, value: Any) -> None:
+    with pytest.raises(ConfigurationError, match="lock_timeout"):
+        FileStore(directory, lock_timeout=value)
+
+
+def test_loose_directory_permissions_are_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    directory.chmod(0o777)
+    with caplog.at_level(logging.WARNING, logger="wsgisession.security"):
+        FileStore(directory)
+    assert "accessible to other users" in caplog.text
+
+
+def _mount_tmpfs(target: Path, options: str) -> None:
+    target.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+
+
+def _umount(target: Path) -> None:
+    subprocess.run(["umount", str(target)], check=True)
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path: Path) -> Iterator[Path]:
+    target = tmp_path / "ro"
+    if os.geteuid() != 0:
+        target.mkdir()
+        target.chmod(0o500)
+        yield target
+        target.chmod(0o700)
+        return
+    _mount_tmpfs(target, "ro,size=64k")  # root ignores mode bits; a read-only mount stops it
+    try:
+        yield target
+    finally:
+        _umount(target)
+
+
+def test_unwritable_directory_is_unavailable(unwritable_dir: Path) -> None:
+    with pytest.raises(StoreUnavailableError, match="cannot write to"):
+        FileStore(unwritable_dir)
+    with pytest.raises(StoreUnavailableError, match="cannot create"):
+        FileStore(unwritable_dir / "sessions")
+
+
+# -- from_url ---------------------------------------------------------------------------
+
+
+def test_from_url(tmp_path: Path) -> None:
+    s = FileStore.from_url(f"file://{tmp_path}/my%20sessions?lock_timeout=2.5")
+    assert s._dir == str(tmp_path / "my sessions")
+    assert s._lock_timeout == 2.5
+    assert (tmp_path / "my sessions").is_dir()
+    assert FileStore.from_url(f"file://localhost{tmp_path}/x")._lock_timeout == 10.0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("file://sessions", id="relative-as-host"),
+        pytest.param("file://example.com/var/x", id="remote-host"),
+        pytest.param("file:sessions", id="relative"),
+        pytest.param("sqlite:///x", id="scheme"),
+        pytest.param("file:///x?lock_timeout=soon", id="timeout-not-number"),
+        pytest.param("file:///x?lock_timeout=-1", id="timeout-negative"),
+        pytest.param("file:///x?lock_timeout=1&lock_timeout=2", id="timeout-twice"),
+        pytest.param("file:///x?lock_timeout", id="timeout-no-value"),
+        pytest.param("file:///x?fsync=0", id="unknown-option"),
+        pytest.param("file:///x#frag", id="fragment"),
+        pytest.param("file:///x%ff", id="bad-percent-encoding"),
+        pytest.param("file:///x%00y", id="nul"),
+    ],
+)
+def test_bad_url(url: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        FileStore.from_url(url)
+    assert "\n" not in str(info.value)
+
+
+# -- unreadable records ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b'{"created_at":1.0,"expires_at":', id="truncated"),
+        pytest.param(b"\xff\xfe{}", id="not-utf8"),
+        pytest.param(b"not json", id="not-json"),
+        pytest.param(b"[1,2]", id="array"),
+        pytest.param(b'{"created_at":1,"expires_at":9e9,"data":[]}', id="data-not-object"),
+        pytest.param(b'{"created_at":"1","expires_at":9e9,"data":{}}', id="time-is-str"),
+        pytest.param(b'{"created_at":1,"expires_at":true,"data":{}}', id="time-is-bool"),
+        pytest.param(b'{"created_at":1,"expires_at":Infinity,"data":{}}', id="time-infinite"),
+        pytest.param(b'{"created_at":1,"data":{}}', id="no-expiry"),
+    ],
+)
+def test_corrupt_file_is_absent(
+    store: FileStore, directory: Path, caplog: pytest.LogCaptureFixture, content: bytes
+) -> None:
+    key = new_key()
+    (directory / key).write_bytes(content)
+    with caplog.at_level(logging.WARNING, logger="wsgisession.security"):
+        assert store.load(key) is None
+    messages = [r.getMessage() for r in caplog.records if r.name == "wsgisession.security"]
+    assert messages
+    assert all(key not in m and "treated as absent" in m for m in messages)
+    assert store.touch(key, _clock.now() + 10) is False
+    assert store.save(key, Update(set={"a": 1}, expires_at=_clock.now() + 10)) is False
+    assert (directory / key).read_bytes() == content
+    create(store, key, a=1)
+    record = store.load(key)
+    assert record is not None and record.data == {"a": 1}
+
+
+def test_symlink_is_not_followed(store: FileStore, directory: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.write_text('{"created_at":1,"expires_at":9e9,"data":{"admin":true}}')
+    key = new_key()
+    (directory / key).symlink_to(outside)
+    assert store.load(key) is None
+    create(store, key, a=1)  # replaces the link itself
+    assert not (directory / key).is_symlink()
+    assert outside.read_text().startswith('{"created_at":1,')
+
+
+# -- prune ----------------------------------------------------------------------------
+
+
+def test_prune_removes_only_expired(store: FileStore, directory: Path, clock: Callable[[float], None]) -> None:
+    dead = [new_key() for _ in range(3)]
+    live = [new_key() for _ in range(2)]
+    for key in dead:
+        create(store, key, ttl=10, a=1)
+    for key in live:
+        create(store, key, ttl=HOUR, a=1)
+    assert store.prune() == 0
+    clock(60)
+    assert store.prune() == 3
+    assert store.prune() == 0
+    remaining = files_in(directory)
+    assert not remaining & set(dead)
+    assert set(live) <= remaining
+    assert all(store.load(key) is not None for key in live)
+
+
+def test_prune_rechecks_content_under_the_lock(
+    store: FileStore, directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = new_key()
+    create(store, key, ttl=-1, a=1)  # expired: prune's stat() sees a past mtime
+    other = FileStore(directory)
+    real_locked = store._locked
+
+    def racing(k: str) -> Any:
+        # Between prune's stat() and its lock, another worker re-creates the session.
+        now = _clock.now()
+        assert other.save(k, Update(set={"b": 2}, created_at=now, expires_at=now + HOUR))
+        return real_locked(k)
+
+    monkeypatch.setattr(store, "_locked", racing)
+    assert store.prune() == 0
+    record = store.load(key)
+    assert record is not None and record.data == {"b": 2}
+
+
+def test_prune_trusts_content_when_mtime_is_stale(store: FileStore, directory: Path) -> None:
+    key = new_key()
+    create(store, key, a=1)
+    os.utime(directory / key, (0, 0))  # e.g. restored from a backup without times
+    assert store.prune() == 0
+    assert store.load(key) is not None
+
+
+def test_prune_removes_stale_temp_files_without_counting_them(
+    store: FileStore, directory: Path, clock: Callable[[float], None]
+) -> None:
+    (directory / ".tmp-0123456789abcdef").write_bytes(b'{"created_at":1,"exp')
+    os.utime(directory / ".tmp-0123456789abcdef", (4e9, 4e9))  # writers set mtime to the expiry
+    assert store.prune() == 0
+    assert tmp_files(directory) == [".tmp-0123456789abcdef"]  # may belong to a live writer
+    clock(2 * HOUR)
+    assert store.prune() == 0
+    assert tmp_files(directory) == []
+
+
+def test_prune_removes_corrupt_records_and_skips_strangers(store: FileStore, directory: Path) -> None:
+    corrupt = new_key()
+    (directory / corrupt).write_bytes(b"{")
+    os.utime(directory / corrupt, (1, 1))
+    (directory / new_key()).mkdir()  # not a regular file: left alone, prune still works
+    (directory / "README").write_text("not a session")
+    assert store.prune() == 1
+    assert corrupt not in files_in(directory)
+    assert "README" in files_in(directory)
+
+
+# -- write failures ------------------------------------------------------------------
+
+
+def _fail(err: int) -> Callable[..., Any]:
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(err, os.strerror(err))
+
+    return fail
+
+
+@pytest.mark.parametrize(
+    ("function", "err", "expected"),
+    [
+        pytest.param("write", errno.ENOSPC, StoreFullError, id="write-ENOSPC"),
+        pytest.param("write", errno.EDQUOT, StoreFullError, id="write-EDQUOT"),
+        pytest.param("fsync", errno.ENOSPC, StoreFullError, id="fsync-ENOSPC"),
+        pytest.param("fsync", errno.EIO, StoreError, id="fsync-EIO"),
+        pytest.param("replace", errno.EIO, StoreError, id="replace-EIO"),
+        pytest.param("open", errno.ENOSPC, StoreFullError, id="create-ENOSPC"),
+    ],
+)
+def test_failed_write_keeps_previous_record(
+    store: FileStore,
+    directory: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    function: str,
+    err: int,
+    expected: type[StoreError],
+) -> None:
+    key = new_key()
+    create(store, key, a=1, keep="me")
+    before = store.load(key)
+    if function == "open":
+        real_open = os.open
+
+        def fake_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+            if flags & os.O_EXCL:
+                raise OSError(err, os.strerror(err))
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", fake_open)
+    else:
+        monkeypatch.setattr(os, function, _fail(err))
+    with pytest.raises(expected) as info:
+        store.save(key, Update(set={"a": 2, "big": "x" * 10_000}, expires_at=_clock.now() + HOUR))
+    monkeypatch.undo()
+    assert type(info.value) is expected
+    message = str(info.value)
+    assert str(directory) in message
+    assert os.strerror(err) in message
+    assert key not in message
+    assert store.load(key) == before
+    assert tmp_files(directory) == []
+
+
+def test_partial_writes_are_completed(store: FileStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data[:7])))
+    key = new_key()
+    create(store, key, text="a fairly long value " * 20)
+    monkeypatch.undo()
+    record = store.load(key)
+    assert record is not None and record.data == {"text": "a fairly long value " * 20}
+
+
+def test_directory_fsync_unsupported_is_tolerated(store: FileStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    key = new_key()
+    create(store, key, a=1)
+    store.destroy(key)
+
+
+def test_unreadable_file_is_a_store_error(store: FileStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = new_key()
+    create(store, key, a=1)
+    real_open = os.open
+
+    def fake_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if str(path).endswith(key):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    with pytest.raises(StoreError, match="Input/output error"):
+        store.load(key)
+
+
+def test_real_full_filesystem(tmp_path: Path) -> None:
+    target = tmp_path / "tiny"
+    _mount_tmpfs(target, "size=64k,mode=0700")
+    try:
+        s = FileStore(target)
+        small = new_key()
+        create(s, small, a="small")
+        with pytest.raises(StoreFullError, match="No space left on device"):
+            create(s, new_key(), a="x" * 200_000)
+        with pytest.raises(StoreFullError):
+            s.save(small, Update(set={"a": "x" * 200_000}, expires_at=_clock.now() + HOUR))
+        record = s.load(small)
+        assert record is not None and record.data == {"a": "small"}
+        assert tmp_files(target) == []
+        s.destroy(small)
+    finally:
+        _umount(target)
+
+
+# -- concurrency -----------------------------------------------------------------------
+
+_WORKER = """
+import sys, time
+from wsgisession.stores.base import Update
+from wsgisession.stores.file import FileStore
+from wsgisession.testing import StoreContract
+
+directory, key, worker, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+store = FileStore(directory)
+print("ready", flush=True)
+sys.stdin.readline()
+for i in range(count):
+    drop = frozenset({f"doomed-{worker}"}) if i == 0 else frozenset()
+    assert store.save(key, Update(set={f"w{worker}-{i}": i}, delete=drop, expires_at=time.time() + 3600))
+print("done", flush=True)
+"""
+
+
+def test_processes_changing_different_keys_all_land(store: FileStore, directory: Path) -> None:
+    workers, count = 8, 25
+    key = new_key()
+    create(store, key, **{f"doomed-{w}": True for w in range(workers)}, shared="kept")
+    procs = [python(_WORKER, str(directory), key, str(w), str(count)) for w in range(workers)]
+    for proc in procs:
+        expect_line(proc, "ready")
+    for proc in procs:  # release them together
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    for proc in procs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    record = store.load(key)
+    assert record is not None
+    expected = {f"w{w}-{i}": i for w in range(workers) for i in range(count)}
+    assert record.data == {**expected, "shared": "kept"}
+
+
+@pytest.mark.parametrize("shared_instance", [True, False], ids=["one-store", "store-per-thread"])
+def test_threads_changing_different_keys_all_land(store: FileStore, directory: Path, shared_instance: bool) -> None:
+    # With a store per thread the per-instance thread locks do not meet: only
+    # flock() on a fresh descriptor per acquisition keeps the threads apart.
+    threads, count = 8, 25
+    key = new_key()
+    create(store, key, shared="kept")
+    stores = [store if shared_instance else FileStore(directory) for _ in range(threads)]
+    barrier = threading.Barrier(threads)
+    errors: list[BaseException] = []
+
+    def work(worker: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(count):
+                assert stores[worker].save(key, Update(set={f"t{worker}-{i}": i}, expires_at=_clock.now() + HOUR))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    pool = [threading.Thread(target=work, args=(w,)) for w in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert errors == []
+    record = store.load(key)
+    assert record is not None
+    assert record.data == {"shared": "kept", **{f"t{w}-{i}": i for w in range(threads) for i in range(count)}}
+
+
+_HOLDER = """
+import sys
+from wsgisession.stores.file import FileStore
+from wsgisession.testing import StoreContract
+
+store = FileStore(sys.argv[1])
+with store._locked(sys.argv[2]):
+    print("locked", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_lock_held_by_another_process_times_out(store: FileStore, directory: Path) -> None:
+    key = new_key()
+    create(store, key, a=1)
+    impatient = FileStore(directory, lock_timeout=0.3)
+    holder = python(_HOLDER, str(directory), key)
+    try:
+        expect_line(holder, "locked")
+        started = time.monotonic()
+        with pytest.raises(StoreTimeoutError) as info:
+            impatient.save(key, Update(set={"a": 2}, expires_at=_clock.now() + HOUR))
+        assert 0.25 <= time.monotonic() - started < 3
+        assert str(directory) in str(info.value)
+        assert "0.3s" in str(info.value)
+        with pytest.raises(StoreTimeoutError):
+            impatient.touch(key, _clock.now() + HOUR)
+        with pytest.raises(StoreTimeoutError):
+            impatient.destroy(key)
+        record = impatient.load(key)  # readers never wait
+        assert record is not None and record.data == {"a": 1}
+    finally:
+        holder.communicate("\n", timeout=10)
+    assert impatient.save(key, Update(set={"a": 2}, expires_at=_clock.now() + HOUR))
+
+
+def test_lock_held_by_another_thread_times_out(directory: Path) -> None:
+    s = FileStore(directory, lock_timeout=0.2)
+    key = new_key()
+    create(s, key, a=1)
+    outcome: list[BaseException | bool] = []
+    with s._locked(key):
+        t = threading.Thread(target=lambda: outcome.append(_catch(lambda: s.touch(key, _clock.now() + 9))))
+        t.start()
+        t.join()
+    assert len(outcome) == 1 and isinstance(outcome[0], StoreTimeoutError)
+    assert s.touch(key, _clock.now() + 9)
+
+
+def _catch(fn: Callable[[], bool]) -> BaseException | bool:
+    try:
+        return fn()
+    except BaseException as exc:
+        return exc
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_fork_while_a_thread_holds_a_lock(directory: Path) -> None:
+    # gunicorn --preload forks workers from a process that may have used the
+    # store; a thread lock copied in the locked state must not wedge the child.
+    s = FileStore(directory, lock_timeout=5)
+    key = new_key()
+    create(s, key, a=1)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with s._locked(key):
+            holding.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    holding.wait(10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
+        pid = os.fork()
+    if pid == 0:  # child: the holder thread does not exist here
+        code = 1
+        try:
+            code = 0 if s.touch(key, _clock.now() + 99) else 2
+        finally:
+            os._exit(code)
+    time.sleep(0.1)
+    release.set()  # the parent's flock is shared with the child until released
+    t.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+_CRASHER = """
+import sys, time
+from wsgisession.stores.base import Update
+from wsgisession.stores.file import FileStore
+from wsgisession.testing import StoreContract
+
+store = FileStore(sys.argv[1])
+keys = sys.argv[2:]
+n = max([r.data["n"] for r in map(store.load, keys) if r is not None] or [0])
+print("ready", flush=True)
+while True:
+    n += 1
+    now = time.time()
+    for key in keys:
+        store.save(key, Update(set={"n": n, "v": "x" * (n * 211)}, created_at=now, expires_at=now + 86400))
+"""
+
+
+def test_writer_killed_at_random_points_never_tears_a_record(
+    store: FileStore, directory: Path, clock: Callable[[float], None]
+) -> None:
+    keys = [new_key() for _ in range(3)]
+    seen = dict.fromkeys(keys, 0)
+    rng = random.Random(20240611)
+    for _ in range(20):
+        writer = python(_CRASHER, str(directory), *keys)
+        expect_line(writer, "ready")
+        time.sleep(rng.uniform(0.005, 0.08))
+        writer.send_signal(signal.SIGKILL)
+        writer.communicate(timeout=10)
+        assert writer.returncode == -signal.SIGKILL
+        for key in keys:
+            record = store.load(key)  # never raises, never half a record
+            if record is None:
+                assert seen[key] == 0
+                continue
+            n = record.data["n"]
+            assert record.data["v"] == "x" * (n * 211)
+            assert n >= seen[key]
+            seen[key] = n
+    assert all(seen.values()), "the writer never got a record written"
+    # The kernel dropped the dead writers' locks, so writing goes on at once.
+    quick = FileStore(directory, lock_timeout=1)
+    for key in keys:
+        assert quick.touch(key, _clock.now() + 3 * HOUR)
+    strangers = files_in(directory) - set(keys) - {".locks"}
+    assert all(name.startswith(".tmp-") for name in strangers)
+    clock(2 * HOUR)
+    assert store.prune() == 0  # temp files are not sessions
+    assert files_in(directory) == {*keys, ".locks"}
