@@ -280,3 +280,65 @@ def test_clock_is_patchable(clock: Clock) -> None:
     t = _clock.now()
     clock.advance(1000)
     assert _clock.now() >= t + 1000
+
+
+def test_flash_survives_exactly_one_pop(store: Store) -> None:
+    s = Session(SessionSettings(store))
+    s.flash("Logged out")
+    s.flash("Careful", category="warning")
+    s.save()
+    sid = s.id
+    nxt = Session(SessionSettings(store), sid)
+    assert nxt.peek_flashes() == [("info", "Logged out"), ("warning", "Careful")]
+    assert nxt.pop_flashes() == [("info", "Logged out"), ("warning", "Careful")]
+    nxt.save()
+    after = Session(SessionSettings(store), sid)
+    assert after.pop_flashes() == []
+    assert not after.modified
+
+
+def test_flash_rejects_non_text(store: Store) -> None:
+    s = Session(SessionSettings(store))
+    with pytest.raises(TypeError):
+        s.flash(object())  # type: ignore[arg-type]
+
+
+def test_csrf_token_is_stable_and_checked_in_constant_time(store: Store) -> None:
+    s = Session(SessionSettings(store))
+    token = s.csrf_token
+    assert len(token) >= 43
+    assert s.csrf_token == token
+    s.save()
+    again = Session(SessionSettings(store), s.id)
+    assert again.check_csrf(token)
+    assert not again.check_csrf(token[:-1])
+    assert not again.check_csrf("")
+    assert not again.check_csrf(None)
+    assert not again.check_csrf("é" * 43)
+    other = Session(SessionSettings(store))
+    assert not other.check_csrf(token), "a foreign token is refused"
+    assert not Session(SessionSettings(store)).check_csrf(""), "no token in the session: always False"
+
+
+def test_new_csrf_token_replaces_the_old(store: Store) -> None:
+    s = Session(SessionSettings(store))
+    old = s.csrf_token
+    new = s.new_csrf_token()
+    assert new != old
+    assert s.check_csrf(new)
+    assert not s.check_csrf(old)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [pytest.param("\ud800", id="lone-surrogate"), pytest.param({"k\udfff": 1}, id="surrogate-dict-key")],
+)
+def test_text_that_is_not_unicode_is_refused(store: Store, value: Any) -> None:
+    s = Session(SessionSettings(store))
+    with pytest.raises(TypeError, match="surrogate"):
+        s["x"] = value
+    with pytest.raises(TypeError, match="surrogate"):
+        s["\udc80"] = 1
+    s["ok"] = "zoë ☃ 𝄞"
+    s.save()
+    assert dict(Session(SessionSettings(store), s.id)) == {"ok": "zoë ☃ 𝄞"}

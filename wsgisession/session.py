@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
+import secrets
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +20,10 @@ security_log = logging.getLogger("wsgisession.security")
 DEFAULT_TTL = 86400
 
 _MUTABLE = (list, dict)
+
+#: Where flash messages and the CSRF token live in the session's data.
+FLASH_KEY = "_flashes"
+CSRF_KEY = "_csrf_token"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +138,7 @@ class Session(MutableMapping[str, Any]):
         return value
 
     def __setitem__(self, key: str, value: Any) -> None:
-        if type(key) is not str:
-            raise TypeError(f"session keys must be str, not {type(key).__name__}")
+        _json.check_key(key)
         _json.check_json(key, value)
         self._load()
         self._data[key] = value
@@ -343,6 +348,54 @@ class Session(MutableMapping[str, Any]):
         else:
             security_log.info("touch of session %s found it gone", log_tag(self._sid))
             self._reset(stale_cookie=True)
+
+    # -- helpers for web apps ---------------------------------------------------------------
+
+    def flash(self, message: str, category: str = "info") -> None:
+        """Queue a one-time message for the next page that calls :meth:`pop_flashes`."""
+        if type(message) is not str or type(category) is not str:
+            raise TypeError("flash() takes a str message and a str category")
+        queued = self.get(FLASH_KEY)
+        queued = list(queued) if type(queued) is list else []
+        queued.append([category, message])
+        self[FLASH_KEY] = queued
+
+    def peek_flashes(self) -> list[tuple[str, str]]:
+        """The queued messages as ``(category, message)`` pairs, left in place."""
+        queued = self.get(FLASH_KEY)
+        if type(queued) is not list:
+            return []
+        return [(str(c), str(m)) for c, m in (item for item in queued if type(item) is list and len(item) == 2)]
+
+    def pop_flashes(self) -> list[tuple[str, str]]:
+        """The queued messages as ``(category, message)`` pairs, removed from the session."""
+        if FLASH_KEY not in self:
+            return []
+        messages = self.peek_flashes()
+        del self[FLASH_KEY]
+        return messages
+
+    @property
+    def csrf_token(self) -> str:
+        """This session's CSRF token, made on first use (256 bits from :mod:`secrets`)."""
+        token = self.get(CSRF_KEY)
+        if type(token) is not str or not token:
+            token = secrets.token_urlsafe(32)
+            self[CSRF_KEY] = token
+        return token
+
+    def new_csrf_token(self) -> str:
+        """Replace the CSRF token with a fresh one and return it."""
+        token = secrets.token_urlsafe(32)
+        self[CSRF_KEY] = token
+        return token
+
+    def check_csrf(self, token: object) -> bool:
+        """Whether *token* is this session's CSRF token (constant-time; ``False`` if either is missing)."""
+        expected = self.get(CSRF_KEY)
+        if type(expected) is not str or not expected or type(token) is not str or not token:
+            return False
+        return hmac.compare_digest(expected.encode("utf-8"), token.encode("utf-8", "surrogateescape"))
 
     # -- end of request (called by the middleware) ------------------------------------------
 
