@@ -12,7 +12,15 @@ JSONValue = str | int | float | bool | None | list["JSONValue"] | dict[str, "JSO
 # and a browser's JSON.parse cannot read them back.
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 encode = _encoder.encode
-decode = json.loads
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def decode(text: str | bytes) -> Any:
+    """Parse JSON text; ``NaN`` and ``Infinity`` are refused (ValueError) as not JSON."""
+    return json.loads(text, parse_constant=_refuse_constant)
 
 _SCALARS = (int, bool, type(None))
 

@@ -33,18 +33,21 @@ __all__ = ["Clock", "StoreContract"]
 
 
 class Clock:
-    """A clock for tests: real time, shifted by however much a test advanced it."""
+    """A clock for tests: frozen at the real time it was made, moved only by :meth:`advance`.
+
+    Frozen, so that a slow store (a busy database) cannot make a test's
+    expected times drift.
+    """
 
     def __init__(self) -> None:
-        self.offset = 0.0
-        self._real = _clock.now
+        self.time = _clock.now()
 
     def __call__(self) -> float:
-        return self._real() + self.offset
+        return self.time
 
     def advance(self, seconds: float) -> None:
         """Move time forward by *seconds*."""
-        self.offset += seconds
+        self.time += seconds
 
 
 def _key() -> str:

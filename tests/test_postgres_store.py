@@ -1,0 +1,535 @@
+"""PostgresStore against a real PostgreSQL: schema, merging, concurrent prunes, lost connections."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
+
+from tests import servers
+from wsgisession import _clock
+from wsgisession.errors import ConfigurationError, StoreError, StoreTimeoutError, StoreUnavailableError
+from wsgisession.ids import new_id, store_key
+from wsgisession.stores.base import Update
+from wsgisession.stores.postgres import PostgresStore
+from wsgisession.testing import Clock, StoreContract
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> str:
+    return servers.require_postgres()
+
+
+@pytest.fixture
+def admin(pg_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection of the test's own, to inspect and tamper with the table."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def table(admin: psycopg.Connection[Any]) -> Iterator[str]:
+    """A table name of this test's own, dropped afterwards."""
+    name = servers.unique_name("wsgisession_test")
+    yield name
+    admin.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+@pytest.fixture
+def app_name() -> str:
+    return servers.unique_name("wsgisession_test")
+
+
+@pytest.fixture
+def store(pg_url: str, table: str, app_name: str) -> Iterator[PostgresStore]:
+    s = PostgresStore(_with(pg_url, application_name=app_name), table=table)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    c = Clock()
+    monkeypatch.setattr(_clock, "now", c)
+    return c
+
+
+class TestPostgresStoreContract(StoreContract):
+    @pytest.fixture
+    def store(self, pg_url: str, table: str) -> Iterator[PostgresStore]:
+        s = PostgresStore(pg_url, table=table)
+        s.load(_key())  # open the pool and create the table before the test starts
+        yield s
+        s.close()
+
+
+def _with(url: str, **params: str) -> str:
+    sep = "&" if "?" in url else "?"
+    return url + sep + "&".join(f"{k}={v}" for k, v in params.items())
+
+
+def _key() -> str:
+    return store_key(new_id())
+
+
+def _create(store: PostgresStore, data: dict[str, Any], ttl: float = 600) -> str:
+    key = _key()
+    now = _clock.now()
+    assert store.save(key, Update(set=data, expires_at=now + ttl, created_at=now))
+    return key
+
+
+def _backends(admin: psycopg.Connection[Any], app_name: str) -> int:
+    row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [app_name]).fetchone()
+    assert row is not None
+    count: int = row[0]
+    return count
+
+
+# -- schema ---------------------------------------------------------------------------
+
+
+def test_table_and_indexes_are_created_on_first_use(
+    store: PostgresStore, admin: psycopg.Connection[Any], table: str
+) -> None:
+    assert admin.execute("SELECT to_regclass(%s)", [table]).fetchone() == (None,)
+    _create(store, {"a": 1})
+    columns = dict(
+        admin.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = %s", [table]
+        ).fetchall()
+    )
+    assert columns == {
+        "key": "text",
+        "data": "jsonb",
+        "created_at": "double precision",
+        "expires_at": "double precision",
+        "user_id": "text",
+    }
+    indexes = {row[0] for row in admin.execute("SELECT indexdef FROM pg_indexes WHERE tablename = %s", [table])}
+    assert any("(expires_at)" in d for d in indexes)
+    assert any("(user_id)" in d for d in indexes)
+    assert any("UNIQUE" in d and "(key)" in d for d in indexes)
+
+
+def test_no_connection_before_first_use(pg_url: str, table: str, app_name: str, admin: psycopg.Connection[Any]) -> None:
+    store = PostgresStore(_with(pg_url, application_name=app_name), table=table)
+    try:
+        assert _backends(admin, app_name) == 0  # a preforking master that never uses it holds nothing
+        store.load(_key())
+        assert _backends(admin, app_name) >= 1
+    finally:
+        store.close()
+    deadline = time.monotonic() + 5
+    while _backends(admin, app_name) and time.monotonic() < deadline:
+        time.sleep(0.02)  # a backend leaves pg_stat_activity a moment after its client hangs up
+    assert _backends(admin, app_name) == 0
+
+
+def test_many_stores_creating_the_table_at_once(pg_url: str, table: str) -> None:
+    stores = [PostgresStore(pg_url, table=table, pool_min=0, pool_max=1) for _ in range(8)]
+    barrier = threading.Barrier(len(stores))
+    errors: list[BaseException] = []
+
+    def first_use(s: PostgresStore) -> None:
+        try:
+            barrier.wait()
+            _create(s, {"a": 1})
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_use, args=(s,)) for s in stores]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for s in stores:
+            s.close()
+    assert errors == []
+
+
+def test_schema_qualified_table(pg_url: str, admin: psycopg.Connection[Any]) -> None:
+    name = servers.unique_name("wsgisession_test")
+    store = PostgresStore(pg_url, table=f"public.{name}")
+    try:
+        key = _create(store, {"a": 1})
+        assert store.load(key) is not None
+        assert admin.execute("SELECT to_regclass(%s)", [f"public.{name}"]).fetchone() != (None,)
+    finally:
+        store.close()
+        admin.execute(f"DROP TABLE IF EXISTS public.{name}")
+
+
+def test_dropped_table_is_created_again(store: PostgresStore, admin: psycopg.Connection[Any], table: str) -> None:
+    _create(store, {"a": 1})
+    admin.execute(f"DROP TABLE {table}")
+    key = _create(store, {"b": 2})
+    record = store.load(key)
+    assert record is not None and record.data == {"b": 2}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("x; DROP TABLE users; --", id="statement"),
+        pytest.param('a"b', id="quote"),
+        pytest.param("1abc", id="digit-first"),
+        pytest.param("a.b.c", id="three-parts"),
+        pytest.param("", id="empty"),
+        pytest.param("x" * 51, id="too-long"),
+        pytest.param("sessions ", id="space"),
+        pytest.param("séssions", id="non-ascii"),
+    ],
+)
+def test_unsafe_table_names_are_refused(name: str) -> None:
+    url = "postgresql://u@db.example/app"
+    with pytest.raises(ConfigurationError, match="table"):
+        PostgresStore(url, table=name)
+    with pytest.raises(ConfigurationError, match="table"):
+        PostgresStore.from_url(_with(url, table=quote(name)))
+
+
+# -- values round-trip exactly --------------------------------------------------------------
+
+
+def test_values_jsonb_would_change_round_trip(store: PostgresStore) -> None:
+    data = {"nul": "a\x00b", "big": 1e16, "huge": 1.5e300, "tiny": 5e-324, "int": 10**16}
+    names = {"\x00key": 1, "back\\slash": 2, "\\0": 3, "\\\x00": 4, "\\": 5}
+    key = _create(store, {**data, **names})
+    assert store.save(key, Update(delete=frozenset({"\\0"}), set={"\\": 6}, expires_at=_clock.now() + 60))
+    expected: dict[str, Any] = {**data, **names, "\\": 6}
+    del expected["\\0"]
+    record = store.load(key)
+    assert record is not None and record.data == expected
+    assert type(record.data["big"]) is float and type(record.data["int"]) is int
+
+
+def test_data_column_is_an_object_of_json_texts(
+    store: PostgresStore, admin: psycopg.Connection[Any], table: str
+) -> None:
+    key = _create(store, {"cart": [1, 2], "user": "zoë"})
+    row = admin.execute(f"SELECT data FROM {table} WHERE key = %s", [key]).fetchone()
+    assert row == ({"cart": "[1,2]", "user": '"zoë"'},)
+
+
+# -- merging and destroy wins -----------------------------------------------------------------
+
+
+def _save_many(store: PostgresStore, key: str, worker: int, count: int, expires_at: float) -> int:
+    for i in range(count):
+        assert store.save(key, Update(set={f"w{worker}-{i}": i}, expires_at=expires_at))
+    return count
+
+
+def test_saves_from_many_processes_all_land(
+    store: PostgresStore, admin: psycopg.Connection[Any], app_name: str
+) -> None:
+    key = _create(store, {"base": True})  # the parent's pool is open before the fork
+    expires_at = _clock.now() + 600
+    done = servers.run_in_processes(_save_many, [(store, key, w, 25, expires_at) for w in range(8)])
+    assert done == [25] * 8
+    record = store.load(key)  # the parent's connections survived its children
+    assert record is not None
+    assert len(record.data) == 8 * 25 + 1
+    assert all(record.data[f"w{w}-{i}"] == i for w in range(8) for i in range(25))
+
+
+def test_update_after_destroy_writes_nothing(store: PostgresStore, admin: psycopg.Connection[Any], table: str) -> None:
+    key = _create(store, {"user": "alice"})
+    store.destroy(key)
+    late = Update(set={"late": True}, delete=frozenset({"user"}), expires_at=_clock.now() + 60)
+    assert store.save(key, late) is False
+    assert store.touch(key, _clock.now() + 60) is False
+    assert admin.execute(f"SELECT count(*) FROM {table} WHERE key = %s", [key]).fetchone() == (0,)
+
+
+def test_update_of_clock_expired_row_writes_nothing(
+    store: PostgresStore, admin: psycopg.Connection[Any], table: str, clock: Clock
+) -> None:
+    key = _create(store, {"a": 1}, ttl=10)
+    before = admin.execute(f"SELECT data, expires_at FROM {table} WHERE key = %s", [key]).fetchone()
+    clock.advance(11)
+    assert store.save(key, Update(set={"b": 2}, expires_at=clock() + 60)) is False
+    assert store.touch(key, clock() + 60) is False
+    assert admin.execute(f"SELECT data, expires_at FROM {table} WHERE key = %s", [key]).fetchone() == before
+
+
+def test_touch_does_not_rewrite_data(store: PostgresStore, admin: psycopg.Connection[Any], table: str) -> None:
+    key = _create(store, {"a": 1})
+    # Another request's write, landing between this one's load and its touch.
+    admin.execute(f"""UPDATE {table} SET data = data || '{{"b": "2"}}' WHERE key = %s""", [key])
+    assert store.touch(key, _clock.now() + 900)
+    record = store.load(key)
+    assert record is not None and record.data == {"a": 1, "b": 2}
+    assert record.expires_at == pytest.approx(_clock.now() + 900, abs=1)
+
+
+# -- corrupt rows ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param('{"a": "{not json"}', id="bad-inner-json"),
+        pytest.param('{"a": 1}', id="inner-not-text"),
+        pytest.param("[1, 2]", id="not-an-object"),
+        pytest.param('"text"', id="a-string"),
+    ],
+)
+def test_corrupt_row_is_absent_and_logged(
+    store: PostgresStore,
+    admin: psycopg.Connection[Any],
+    table: str,
+    caplog: pytest.LogCaptureFixture,
+    data: str,
+) -> None:
+    key = _create(store, {"a": 1})
+    admin.execute(f"UPDATE {table} SET data = %s::jsonb WHERE key = %s", [data, key])
+    with caplog.at_level(logging.WARNING, logger="wsgisession.security"):
+        assert store.load(key) is None
+    messages = [r.getMessage() for r in caplog.records if r.name == "wsgisession.security"]
+    assert messages and all(key not in m for m in messages)
+
+
+# -- prune ------------------------------------------------------------------------------------
+
+
+def _fill_expired(admin: psycopg.Connection[Any], table: str, count: int) -> None:
+    admin.execute(
+        f"INSERT INTO {table} (key, data, created_at, expires_at) "
+        "SELECT md5(i::text) || md5((-i)::text), '{}', 1, 2 FROM generate_series(1, %s) AS i",
+        [count],
+    )
+
+
+def test_prune_in_batches_keeps_live_rows(
+    store: PostgresStore, admin: psycopg.Connection[Any], table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live = [_create(store, {"i": i}) for i in range(10)]
+    _fill_expired(admin, table, 2_500)
+    batches: list[int] = []
+    run = store._run
+
+    def counting_run(action: str, key: str | None, op: Any) -> Any:
+        result = run(action, key, op)
+        if action == "prune":
+            batches.append(result)
+        return result
+
+    monkeypatch.setattr(store, "_run", counting_run)
+    assert store.prune(batch_size=1000) == 2_500
+    assert batches == [1000, 1000, 500]
+    assert all(store.load(k) is not None for k in live)
+    assert store.prune() == 0
+    with pytest.raises(ValueError, match="batch_size"):
+        store.prune(batch_size=0)
+
+
+def _prune(store: PostgresStore, batch_size: int) -> int:
+    return store.prune(batch_size=batch_size)
+
+
+def test_concurrent_prunes_remove_each_row_once(
+    store: PostgresStore, admin: psycopg.Connection[Any], table: str
+) -> None:
+    _create(store, {"live": True})
+    _fill_expired(admin, table, 5_000)
+    counts = servers.run_in_processes(_prune, [(store, 250)] * 4)
+    assert sum(counts) == 5_000
+    assert admin.execute(f"SELECT count(*) FROM {table}").fetchone() == (1,)
+
+
+# -- construction and URLs ---------------------------------------------------------------------
+
+
+def test_from_url_takes_our_options_and_passes_the_rest() -> None:
+    store = PostgresStore.from_url(
+        "postgresql://u:s3cret@db.example:6543/app?table=my_sessions&sslmode=require"
+        "&pool_min=2&pool_max=7&statement_timeout_ms=900&application_name=shop"
+    )
+    params = conninfo_to_dict(store._conninfo)
+    assert store.table == "my_sessions"
+    assert (store._pool_min, store._pool_max, store.statement_timeout_ms) == (2, 7, 900)
+    assert params["sslmode"] == "require" and params["application_name"] == "shop"
+    assert params["connect_timeout"] == "5"
+    assert "table" not in params and "pool_max" not in params
+    assert repr(store) == "<PostgresStore db.example:6543/app table='my_sessions'>"
+    assert "s3cret" not in repr(store)
+    store.close()  # never connected: nothing to close, no error
+
+
+def test_defaults_added_only_where_missing() -> None:
+    store = PostgresStore("host=db.example dbname=app connect_timeout=11")
+    params = conninfo_to_dict(store._conninfo)
+    assert params["connect_timeout"] == "11" and params["application_name"] == "wsgisession"
+    store.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("mysql://u@h/db", id="scheme"),
+        pytest.param("postgresql://u:s3cret@h/db?pool_max=ten", id="int-option"),
+        pytest.param("postgresql://u:s3cret@h/db?bogus_option=1", id="libpq-option"),
+        pytest.param("postgresql://u:s3cret@h/db?table=a.b.c", id="table"),
+        pytest.param("postgresql://u:s3cret@h/db?pool_min=5&pool_max=2", id="pool-sizes"),
+    ],
+)
+def test_bad_url_is_a_configuration_error(url: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        PostgresStore.from_url(url)
+    assert "s3cret" not in str(info.value)
+
+
+def test_bad_arguments_are_configuration_errors() -> None:
+    url = "postgresql://u@db.example/app"
+    with pytest.raises(ConfigurationError):
+        PostgresStore(42)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        PostgresStore(url, connect_timeout=0)
+    with pytest.raises(ConfigurationError):
+        PostgresStore(url, statement_timeout_ms=-1)
+    with pytest.raises(ConfigurationError):
+        PostgresStore(url, pool_min=0, pool_max=0)
+    with pytest.raises(ConfigurationError):
+        PostgresStore.from_url(None)  # type: ignore[arg-type]
+
+
+def test_a_pool_you_pass_is_used_and_left_open(pg_url: str, table: str) -> None:
+    # Not autocommit, unlike the store's own pool: the store must commit anyway.
+    with ConnectionPool(pg_url, min_size=1, max_size=2, open=True) as pool:
+        store = PostgresStore(pool, table=table)
+        key = _create(store, {"a": 1})
+        assert store.save(key, Update(set={"b": 2}, expires_at=_clock.now() + 60))
+        _fill_expired_via(pool, table)
+        assert store.prune(batch_size=2) == 3
+        store.close()
+        assert not pool.closed
+        with pool.connection() as conn:
+            row = conn.execute(f"SELECT data::text FROM {table} WHERE key = %s", [key]).fetchone()
+        assert row is not None and "b" in row[0]
+        assert "127.0.0.1:5432/test" in repr(store)
+
+
+def _fill_expired_via(pool: ConnectionPool[Any], table: str) -> None:
+    with pool.connection() as conn:
+        for i in range(3):
+            conn.execute(f"INSERT INTO {table} VALUES (%s, '{{}}', 1, 2)", [store_key(f"expired{i}")])
+
+
+def test_closed_store_refuses_use(store: PostgresStore) -> None:
+    _create(store, {"a": 1})
+    store.close()
+    store.close()
+    with pytest.raises(StoreUnavailableError, match="closed"):
+        store.load(_key())
+
+
+# -- failures --------------------------------------------------------------------------------
+
+
+def test_terminated_connections_are_replaced_without_an_error(
+    store: PostgresStore, admin: psycopg.Connection[Any], app_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = _create(store, {"a": 1})
+    # Open several connections at once so the pool holds more than one idle.
+    barrier = threading.Barrier(4)
+
+    def hold() -> None:
+        barrier.wait()
+        store.load(key)
+
+    threads = [threading.Thread(target=hold) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert _backends(admin, app_name) >= 2
+
+    killed = admin.execute(
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s",
+        [app_name],
+    ).fetchone()
+    assert killed is not None and killed[0] >= 2
+
+    with caplog.at_level(logging.WARNING, logger="wsgisession.store"):
+        assert store.save(key, Update(set={"b": 2}, expires_at=_clock.now() + 60))
+    assert any("lost a connection" in r.getMessage() for r in caplog.records)
+    record = store.load(key)
+    assert record is not None and record.data == {"a": 1, "b": 2}
+
+    # No broken connection is left in the pool: a full check finds none to discard.
+    pool = store._get_pool()
+    lost = pool.get_stats().get("connections_lost", 0)
+    pool.check()
+    assert pool.get_stats().get("connections_lost", 0) == lost
+    assert _backends(admin, app_name) >= 1
+
+
+def test_unreachable_server_is_unavailable() -> None:
+    port = servers.free_port()
+    store = PostgresStore(f"postgresql://u:s3cret@127.0.0.1:{port}/test", connect_timeout=1)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError) as info:
+            store.load(_key())
+        assert time.monotonic() - started < 6
+        message = str(info.value)
+        assert f"127.0.0.1:{port}/test" in message and "s3cret" not in message
+    finally:
+        store.close()
+
+
+def test_busy_pool_is_a_timeout(pg_url: str, table: str) -> None:
+    store = PostgresStore(pg_url, table=table, pool_min=1, pool_max=1, connect_timeout=0.5)
+    try:
+        _create(store, {"a": 1})
+        pool = store._get_pool()
+        held = pool.getconn()
+        try:
+            with pytest.raises(StoreTimeoutError, match="busy"):
+                store.load(_key())
+        finally:
+            pool.putconn(held)
+        assert store.load(_key()) is None
+    finally:
+        store.close()
+
+
+def test_statement_timeout_is_a_timeout_and_writes_nothing(pg_url: str, table: str) -> None:
+    store = PostgresStore(pg_url, table=table, statement_timeout_ms=300)
+    try:
+        key = _create(store, {"a": 1})
+        with psycopg.connect(pg_url) as locker:  # a transaction that holds the row
+            locker.execute(f"SELECT 1 FROM {table} WHERE key = %s FOR UPDATE", [key])
+            started = time.monotonic()
+            with pytest.raises(StoreTimeoutError, match="statement_timeout=300 ms") as info:
+                store.save(key, Update(set={"a": 2, "b": 3}, expires_at=_clock.now() + 60))
+            assert time.monotonic() - started < 3
+            assert key not in str(info.value)
+            locker.rollback()
+        record = store.load(key)
+        assert record is not None and record.data == {"a": 1}
+        assert store.save(key, Update(set={"a": 2}, expires_at=_clock.now() + 60))
+    finally:
+        store.close()
+
+
+def test_sql_errors_are_store_errors_without_the_key(
+    store: PostgresStore, admin: psycopg.Connection[Any], table: str
+) -> None:
+    key = _create(store, {"a": 1})
+    admin.execute(f"ALTER TABLE {table} ADD CONSTRAINT no_b CHECK (NOT data ? 'b')")
+    with pytest.raises(StoreError, match="violates check constraint") as info:
+        store.save(key, Update(set={"b": 1}, expires_at=_clock.now() + 60))
+    assert key not in str(info.value)

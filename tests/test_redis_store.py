@@ -1,0 +1,476 @@
+"""RedisStore against a real Redis: layout, native TTL, merging across processes, failures."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests import servers
+from wsgisession import _clock
+from wsgisession.errors import ConfigurationError, StoreError, StoreFullError, StoreTimeoutError, StoreUnavailableError
+from wsgisession.ids import new_id, store_key
+from wsgisession.stores.base import Update
+from wsgisession.stores.redis import RedisStore
+from wsgisession.testing import Clock, StoreContract
+
+# A redis-py client. Not spelled redis.Redis: redis-py's own types and the
+# older types-redis stubs disagree on whether it takes a type argument.
+RawRedis = Any
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> str:
+    return servers.require_redis()
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[RawRedis]:
+    """A plain client on the same server, to look at and tamper with what the store wrote."""
+    client: RawRedis = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix(raw: RawRedis) -> Iterator[str]:
+    """A key prefix of this test's own; every key under it is deleted afterwards."""
+    p = servers.unique_name("wsgisession-test") + ":"
+    yield p
+    keys = list(raw.scan_iter(match=p.replace("[", "\\[") + "*"))
+    if keys:
+        raw.delete(*keys)
+
+
+@pytest.fixture
+def store(redis_url: str, prefix: str) -> Iterator[RedisStore]:
+    s = RedisStore(redis_url, prefix=prefix)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    c = Clock()
+    monkeypatch.setattr(_clock, "now", c)
+    return c
+
+
+class TestRedisStoreContract(StoreContract):
+    @pytest.fixture
+    def store(self, redis_url: str, prefix: str) -> Iterator[RedisStore]:
+        s = RedisStore(redis_url, prefix=prefix)
+        s.load(_key())  # connect before the test starts
+        yield s
+        s.close()
+
+
+def _key() -> str:
+    return store_key(new_id())
+
+
+def _create(store: RedisStore, data: dict[str, Any], ttl: float = 600) -> str:
+    key = _key()
+    now = _clock.now()
+    assert store.save(key, Update(set=data, expires_at=now + ttl, created_at=now))
+    return key
+
+
+# -- layout and native expiry -------------------------------------------------------
+
+
+def test_one_hash_per_session_with_json_fields(store: RedisStore, raw: RawRedis, prefix: str) -> None:
+    key = _create(store, {"user": "zoë", "cart": [1, 2]})
+    fields = raw.hgetall(f"{prefix}{key}".encode())
+    assert fields[b"d:user"].decode() == '"zoë"'
+    assert fields[b"d:cart"] == b"[1,2]"
+    assert set(fields) == {b"d:user", b"d:cart", b"m:created", b"m:expires"}
+    assert raw.type(f"{prefix}{key}") == b"hash"
+
+
+def test_ttl_is_native_and_follows_expires_at(store: RedisStore, raw: RawRedis, prefix: str) -> None:
+    key = _create(store, {"a": 1}, ttl=100)
+    assert 98_000 < raw.pttl(f"{prefix}{key}") <= 100_000
+    assert store.save(key, Update(set={"a": 2}, expires_at=_clock.now() + 300))
+    assert 298_000 < raw.pttl(f"{prefix}{key}") <= 300_000
+    assert store.touch(key, _clock.now() + 50)
+    assert 48_000 < raw.pttl(f"{prefix}{key}") <= 50_000
+
+
+def test_ttl_counts_from_the_sessions_clock(store: RedisStore, raw: RawRedis, prefix: str, clock: Clock) -> None:
+    clock.advance(10_000)  # a patched clock far ahead of the server's
+    key = _create(store, {"a": 1}, ttl=100)
+    assert 98_000 < raw.pttl(f"{prefix}{key}") <= 100_000
+
+
+def test_redis_expires_the_record_by_itself(store: RedisStore, raw: RawRedis, prefix: str) -> None:
+    key = _create(store, {"a": 1}, ttl=0.2)
+    time.sleep(0.4)
+    assert raw.exists(f"{prefix}{key}") == 0
+    assert store.load(key) is None
+
+
+def test_save_with_past_expiry_leaves_nothing(store: RedisStore, raw: RawRedis, prefix: str) -> None:
+    key = _key()
+    now = _clock.now()
+    assert store.save(key, Update(set={"a": 1}, expires_at=now - 1, created_at=now))
+    assert raw.exists(f"{prefix}{key}") == 0
+
+
+def test_touch_does_not_rewrite_data(store: RedisStore, raw: RawRedis, prefix: str) -> None:
+    key = _create(store, {"a": 1})
+    # Valid but non-canonical JSON: a rewrite by the store would normalise it.
+    raw.hset(f"{prefix}{key}", b"d:a", b" 1 ")
+    raw.hset(f"{prefix}{key}", b"d:other", b'"written meanwhile"')
+    assert store.touch(key, _clock.now() + 900)
+    assert raw.hget(f"{prefix}{key}", b"d:a") == b" 1 "
+    record = store.load(key)
+    assert record is not None and record.data == {"a": 1, "other": "written meanwhile"}
+
+
+# -- destroy wins ---------------------------------------------------------------------
+
+
+def test_update_after_destroy_writes_nothing(store: RedisStore, raw: RawRedis, prefix: str) -> None:
+    key = _create(store, {"user": "alice"})
+    store.destroy(key)
+    late = Update(set={"late": True}, delete=frozenset({"user"}), expires_at=_clock.now() + 60)
+    assert store.save(key, late) is False
+    assert store.touch(key, _clock.now() + 60) is False
+    assert raw.exists(f"{prefix}{key}") == 0
+
+
+def test_update_of_clock_expired_record_writes_nothing(
+    store: RedisStore, raw: RawRedis, prefix: str, clock: Clock
+) -> None:
+    key = _create(store, {"a": 1}, ttl=10)
+    before = raw.hgetall(f"{prefix}{key}")
+    clock.advance(11)  # dead by the clock, still held by Redis (its TTL is real time)
+    assert store.save(key, Update(set={"b": 2}, expires_at=clock() + 60)) is False
+    assert store.touch(key, clock() + 60) is False
+    assert raw.hgetall(f"{prefix}{key}") == before
+    assert store.load(key) is None
+
+
+# -- merging across processes -------------------------------------------------------------
+
+
+def _save_many(store: RedisStore, key: str, worker: int, count: int, expires_at: float) -> int:
+    for i in range(count):
+        assert store.save(key, Update(set={f"w{worker}-{i}": i}, expires_at=expires_at))
+    return count
+
+
+def test_saves_from_many_processes_all_land(store: RedisStore) -> None:
+    key = _create(store, {"base": True})  # the parent's connection pool exists before the fork
+    expires_at = _clock.now() + 600
+    done = servers.run_in_processes(_save_many, [(store, key, w, 25, expires_at) for w in range(8)])
+    assert done == [25] * 8
+    record = store.load(key)  # the parent's own connections still work
+    assert record is not None
+    assert len(record.data) == 8 * 25 + 1
+    assert all(record.data[f"w{w}-{i}"] == i for w in range(8) for i in range(25))
+
+
+# -- corrupt records --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        pytest.param(b"d:a", b"{not json", id="bad-json"),
+        pytest.param(b"d:a", b"\xff\xfe", id="not-utf8"),
+        pytest.param(b"m:expires", b"soon", id="bad-expiry"),
+        pytest.param(b"m:created", b"", id="empty-created"),
+    ],
+)
+def test_corrupt_record_is_absent_and_logged(
+    store: RedisStore,
+    raw: RawRedis,
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
+    field: bytes,
+    value: bytes,
+) -> None:
+    key = _create(store, {"a": 1})
+    raw.hset(f"{prefix}{key}", field, value)
+    with caplog.at_level(logging.WARNING, logger="wsgisession.security"):
+        assert store.load(key) is None
+    messages = [r.getMessage() for r in caplog.records if r.name == "wsgisession.security"]
+    assert messages and all(key not in m for m in messages)
+
+
+def test_record_without_metadata_is_absent(store: RedisStore, raw: RawRedis, prefix: str) -> None:
+    key = _create(store, {"a": 1})
+    raw.hdel(f"{prefix}{key}", b"m:created")
+    assert store.load(key) is None
+
+
+def test_nan_is_refused_before_anything_is_written(store: RedisStore) -> None:
+    key = _create(store, {"a": 1})
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        store.save(key, Update(set={"a": 2, "b": float("nan")}, expires_at=_clock.now() + 60))
+    record = store.load(key)
+    assert record is not None and record.data == {"a": 1}
+
+
+# -- prune --------------------------------------------------------------------------------------
+
+
+def test_prune_removes_clock_expired_and_leaves_other_keys(
+    store: RedisStore, raw: RawRedis, prefix: str, clock: Clock
+) -> None:
+    dead = [_create(store, {"i": i}, ttl=10) for i in range(3)]
+    live = [_create(store, {"i": i}, ttl=1000) for i in range(2)]
+    raw.set(f"{prefix}not-a-session", b"x")
+    raw.hset(f"{prefix}{_key()}", b"m:expires", b"junk")
+    clock.advance(11)
+    assert store.prune() == 3
+    assert all(raw.exists(f"{prefix}{k}") == 0 for k in dead)
+    assert all(store.load(k) is not None for k in live)
+    assert raw.get(f"{prefix}not-a-session") == b"x"
+
+
+def test_prune_treats_the_prefix_literally(redis_url: str, raw: RawRedis, clock: Clock) -> None:
+    stem = servers.unique_name("glob")
+    # Unescaped, the first prefix's SCAN pattern would match the second prefix's keys.
+    globby = RedisStore(redis_url, prefix=f"{stem}[x]*:")
+    plain = RedisStore(redis_url, prefix=f"{stem}x:")
+    try:
+        key = _create(plain, {"a": 1}, ttl=10)
+        clock.advance(11)
+        assert globby.prune() == 0
+        assert raw.exists(f"{stem}x:{key}") == 1
+        assert plain.prune() == 1
+    finally:
+        globby.close()
+        plain.close()
+
+
+def test_prune_handles_many_keys(store: RedisStore, clock: Clock) -> None:
+    keys = [_create(store, {"i": i}, ttl=10 if i % 2 else 1000) for i in range(2500)]
+    clock.advance(11)
+    assert store.prune() == 1250
+    assert store.load(keys[0]) is not None
+
+
+# -- construction and URLs --------------------------------------------------------------------
+
+
+def _kwargs(store: RedisStore) -> dict[str, Any]:
+    client: Any = store._client
+    kwargs: dict[str, Any] = client.connection_pool.connection_kwargs
+    return kwargs
+
+
+def test_from_url_takes_prefix_and_db() -> None:
+    store = RedisStore.from_url("redis://127.0.0.1:6390/3?prefix=app%3Asess%3A")
+    try:
+        kwargs = _kwargs(store)
+        assert store.prefix == "app:sess:"
+        assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("127.0.0.1", 6390, 3)
+        assert "prefix" not in kwargs
+        assert kwargs["socket_timeout"] == 5.0 and kwargs["socket_connect_timeout"] == 5.0
+        assert kwargs["health_check_interval"] > 0
+        assert "127.0.0.1:6390/3" in repr(store)
+    finally:
+        store.close()
+
+
+def test_url_timeouts_override_the_defaults() -> None:
+    store = RedisStore.from_url("redis://127.0.0.1:6390/0?socket_timeout=0.25")
+    try:
+        assert _kwargs(store)["socket_timeout"] == 0.25
+    finally:
+        store.close()
+
+
+def test_rediss_and_unix_urls() -> None:
+    tls = RedisStore.from_url("rediss://user:pw@redis.example:6380/1")
+    sock = RedisStore.from_url("unix:///run/redis.sock?db=2&prefix=u:")
+    try:
+        client: Any = tls._client
+        assert client.connection_pool.connection_class is redis.SSLConnection
+        assert "pw" not in repr(tls)
+        assert _kwargs(sock)["path"] == "/run/redis.sock" and _kwargs(sock)["db"] == 2
+        assert sock.prefix == "u:"
+        assert "unix:/run/redis.sock/2" in repr(sock)
+    finally:
+        tls.close()
+        sock.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("http://127.0.0.1:6379/0", id="scheme"),
+        pytest.param("redis://user:s3cret@127.0.0.1:notaport/0", id="port"),
+        pytest.param("redis://user:s3cret@127.0.0.1:6379/notadb", id="db"),
+        pytest.param("redis://127.0.0.1:6379/0?socket_timeout=soon", id="option"),
+        pytest.param("not a url", id="garbage"),
+    ],
+)
+def test_bad_url_is_a_configuration_error(url: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        RedisStore.from_url(url)
+    assert "s3cret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({"socket_timeout": 0}, id="zero-timeout"),
+        pytest.param({"connect_timeout": float("inf")}, id="inf-timeout"),
+        pytest.param({"prefix": b"bytes:"}, id="bytes-prefix"),
+    ],
+)
+def test_bad_options_are_configuration_errors(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        RedisStore("redis://127.0.0.1:6379/0", **kwargs)
+
+
+def test_bad_client_type_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError):
+        RedisStore(42)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        RedisStore.from_url(None)  # type: ignore[arg-type]
+
+
+def test_a_client_you_pass_is_used_and_left_open(redis_url: str, prefix: str) -> None:
+    client: RawRedis = redis.Redis.from_url(redis_url, decode_responses=True)
+    store = RedisStore(client, prefix=prefix)
+    try:
+        key = _create(store, {"a": "é", "n": [1]})
+        record = store.load(key)
+        assert record is not None and record.data == {"a": "é", "n": [1]}
+        assert store.touch(key, _clock.now() + 60)
+        store.close()
+        assert client.ping()
+    finally:
+        client.close()
+
+
+def test_sentinel_client_is_described_by_service() -> None:
+    from redis.sentinel import Sentinel
+
+    make: Any = Sentinel  # untyped in redis-py's own annotations
+    client = make([("127.0.0.1", 26399)], socket_timeout=0.1).master_for("sessions")
+    store = RedisStore(client)  # nothing connects until the first command
+    assert "sentinel service 'sessions'" in repr(store)
+    store.close()
+
+
+def test_closed_store_refuses_use(store: RedisStore) -> None:
+    store.close()
+    store.close()
+    with pytest.raises(StoreUnavailableError, match="closed"):
+        store.load(_key())
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def throwaway(tmp_path: Path) -> Iterator[servers.ThrowawayRedis]:
+    with servers.ThrowawayRedis(tmp_path) as server:
+        yield server
+
+
+def test_server_killed_then_restarted(throwaway: servers.ThrowawayRedis) -> None:
+    store = RedisStore(throwaway.url, socket_timeout=5.0, connect_timeout=5.0)
+    try:
+        key = _create(store, {"a": 1})
+        assert store.load(key) is not None
+
+        throwaway.kill()
+        for call in (lambda: store.load(key), lambda: store.save(key, Update(set={"b": 2}, expires_at=1e10))):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailableError) as info:
+                call()
+            assert time.monotonic() - started < 6
+            assert f"127.0.0.1:{throwaway.port}" in str(info.value)
+            assert key not in str(info.value)
+
+        throwaway.start()  # same port, empty (no persistence), scripts not loaded
+        key = _create(store, {"after": "restart"})
+        record = store.load(key)
+        assert record is not None and record.data == {"after": "restart"}
+        assert store.touch(key, _clock.now() + 60)
+    finally:
+        store.close()
+
+
+def test_restart_between_calls_costs_no_error(throwaway: servers.ThrowawayRedis) -> None:
+    store = RedisStore(throwaway.url)
+    try:
+        _create(store, {"a": 1})  # leaves a pooled connection to the old server
+        throwaway.kill()
+        throwaway.start()
+        # The pooled connection is dead: redis-py notices when it hands it out,
+        # and a command that fails on it mid-way is retried once on a new one.
+        key = _create(store, {"b": 2})
+        assert store.load(key) is not None
+    finally:
+        store.close()
+
+
+def test_unreachable_server_is_unavailable_fast() -> None:
+    port = servers.free_port()
+    store = RedisStore(f"redis://127.0.0.1:{port}/0", connect_timeout=1.0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match=f"127.0.0.1:{port}"):
+            store.save(_key(), Update(set={"a": 1}, expires_at=1e10, created_at=1.0))
+        with pytest.raises(StoreUnavailableError):
+            store.prune()
+        assert time.monotonic() - started < 6
+    finally:
+        store.close()
+
+
+def test_server_that_stops_answering_times_out(throwaway: servers.ThrowawayRedis) -> None:
+    store = RedisStore(throwaway.url, socket_timeout=0.5)
+    try:
+        key = _create(store, {"a": 1})
+        throwaway.pause()
+        started = time.monotonic()
+        with pytest.raises(StoreTimeoutError, match=r"within 0\.5s") as info:
+            store.load(key)
+        assert time.monotonic() - started < 3
+        assert key not in str(info.value)
+        throwaway.resume()
+        record = store.load(key)  # the timed-out connection was dropped, not reused mid-reply
+        assert record is not None and record.data == {"a": 1}
+    finally:
+        store.close()
+
+
+def test_out_of_memory_is_store_full_and_leaves_the_record(tmp_path: Path) -> None:
+    with servers.ThrowawayRedis(tmp_path, "--maxmemory-policy", "noeviction") as server:
+        store = RedisStore(server.url)
+        raw: RawRedis = redis.Redis.from_url(server.url)
+        try:
+            key = _create(store, {"a": 1, "b": 2})
+            raw.config_set("maxmemory", 1)  # below what the server already uses: every write is refused
+            with pytest.raises(StoreFullError, match="out of memory") as info:
+                store.save(key, Update(set={"a": "x" * 1000}, expires_at=_clock.now() + 60))
+            assert key not in str(info.value)
+            record = store.load(key)
+            assert record is not None and record.data == {"a": 1, "b": 2}
+        finally:
+            raw.close()
+            store.close()
+
+
+def test_wrong_type_under_our_key_is_a_store_error(store: RedisStore, raw: RawRedis, prefix: str) -> None:
+    key = _key()
+    raw.set(f"{prefix}{key}", b"a string, not a hash")
+    with pytest.raises(StoreError) as info:
+        store.save(key, Update(set={"a": 1}, expires_at=_clock.now() + 60, created_at=_clock.now()))
+    assert key not in str(info.value)
+    assert raw.get(f"{prefix}{key}") == b"a string, not a hash"
