@@ -20,6 +20,7 @@ import html
 import os
 import secrets
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ PAGE = """<!doctype html>
 <title>{title}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 34rem; margin: 3rem auto; padding: 0 1rem; color: #1d2430; }}
-h1 {{ font-size: 1.6rem; }}
+h1 {{ font-size: 1.6rem; }} h2 {{ font-size: 1.1rem; margin-top: 0; }}
 label {{ display: block; margin: .6rem 0 .2rem; }}
 input, button {{ font: inherit; padding: .45rem .7rem; border: 1px solid #b8c0cc; border-radius: 6px; }}
 button {{ background: #2f5bd3; color: white; border-color: #2f5bd3; cursor: pointer; margin-top: .8rem; }}
@@ -100,6 +101,42 @@ def login_form(session: Session) -> str:
     )
 
 
+def _ago(epoch: float) -> str:
+    seconds = max(0, int(time.time() - epoch))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'' if n == 1 else 's'} ago"
+    return "just now"
+
+
+def dashboard(session: Session) -> str:
+    token = html.escape(session.csrf_token)
+    others = session.other_sessions()
+    rows = "".join(
+        f"<li>{html.escape(o.user_agent or 'unknown browser')} — signed in {_ago(o.created_at)},"
+        f" last active {_ago(o.last_seen)}</li>"
+        for o in others
+    )
+    devices = (
+        f'<h2>Your other active sessions</h2><ul id="other-sessions">{rows}</ul>'
+        '<form method="post" action="/logout-others">'
+        f'<input type="hidden" name="csrf_token" value="{token}">'
+        '<button type="submit">Log out other devices</button></form>'
+        if others
+        else '<p id="other-sessions">No other active sessions.</p>'
+    )
+    return (
+        '<div class="card">'
+        f"<p>User ID: <code>{html.escape(str(session.user_id))}</code></p>"
+        f'<p>Visits this session: <strong id="visits">{session["visits"]}</strong></p>'
+        '<form method="post" action="/logout">'
+        f'<input type="hidden" name="csrf_token" value="{token}">'
+        '<button type="submit">Log out</button></form></div>'
+        f'<div class="card" style="margin-top:1rem">{devices}</div>'
+    )
+
+
 def routes(environ: dict[str, Any], start_response: Any) -> Any:
     """The app itself; the session comes from the middleware around it."""
     request = Request(environ)
@@ -118,27 +155,26 @@ def routes(environ: dict[str, Any], start_response: Any) -> Any:
             if user_id is None:
                 response = page("Log in", login_form(session), session, 401, "Invalid username or password.")
             else:
-                session.regenerate()  # a new ID at login defeats session fixation
-                session.new_csrf_token()
-                session["user_id"] = user_id
+                # A new session ID and CSRF token, and the session indexed under
+                # the user ("log out other devices"); a new ID at login defeats
+                # session fixation.
+                session.login(user_id)
                 session["username"] = username
                 response = Response(status=303, location="/dashboard")
     elif path == "/dashboard" and method == "GET":
-        if "user_id" not in session:
+        if session.user_id is None:
             response = page("Please log in first", '<p><a href="/login">Log in</a></p>', status=401)
         else:
             session["visits"] = session.get("visits", 0) + 1
-            response = page(
-                f"Welcome, {session['username']}",
-                '<div class="card">'
-                f"<p>User ID: <code>{html.escape(session['user_id'])}</code></p>"
-                f'<p>Visits this session: <strong id="visits">{session["visits"]}</strong></p>'
-                '<form method="post" action="/logout">'
-                f'<input type="hidden" name="csrf_token" value="{html.escape(session.csrf_token)}">'
-                '<button type="submit">Log out</button></form></div>',
-                session,
-            )
+            response = page(f"Welcome, {session['username']}", dashboard(session), session)
         response.cache_control = "no-store"
+    elif path == "/logout-others" and method == "POST":
+        if session.user_id is None or not session.check_csrf(request.POST.get("csrf_token")):
+            response = page("Forbidden", "<p>Missing or wrong CSRF token.</p>", status=403)
+        else:
+            ended = session.end_other_sessions()
+            session.flash(f"Logged out {ended} other session{'' if ended == 1 else 's'}")
+            response = Response(status=303, location="/dashboard")
     elif path == "/logout" and method == "POST":
         if not session.check_csrf(request.POST.get("csrf_token")):
             response = page("Forbidden", "<p>Missing or wrong CSRF token.</p>", status=403)

@@ -1,18 +1,28 @@
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
 import webtest
+from hypothesis import HealthCheck, settings
 
 from wsgisession import MemoryStore, SessionMiddleware, SQLiteStore, get_session
 from wsgisession.stores.base import Store
 from wsgisession.testing import Clock
 
 SECRET = "test-secret-" + "x" * 32
+
+# Hypothesis: CI (HYPOTHESIS_PROFILE=ci) runs at least 10,000 examples per
+# fuzz target; a developer's run is quick.
+settings.register_profile("ci", max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck))
+settings.register_profile("dev", max_examples=300, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 def demo_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
@@ -108,3 +118,57 @@ def make_app(store: Store) -> Callable[..., webtest.TestApp]:
         return webtest.TestApp(SessionMiddleware(app, **options))
 
     return make
+
+
+STORE_KINDS = ["memory", "sqlite", "file", "redis", "postgres"]
+
+
+@contextlib.contextmanager
+def open_store(kind: str, tmp_path: Path) -> Iterator[Store]:
+    """A fresh, empty store of *kind*, removed afterwards (server stores skip if unreachable)."""
+    from . import servers
+
+    if kind == "memory":
+        store: Store = MemoryStore()
+    elif kind == "sqlite":
+        store = SQLiteStore(tmp_path / "sessions.db")
+    elif kind == "file":
+        from wsgisession.stores.file import FileStore
+
+        store = FileStore(tmp_path / "sessions")
+    elif kind == "redis":
+        from wsgisession.stores.redis import RedisStore
+
+        prefix = servers.unique_name("wsgisession_test") + ":"
+        store = RedisStore(servers.require_redis(), prefix=prefix)
+    elif kind == "postgres":
+        from wsgisession.stores.postgres import PostgresStore
+
+        table = servers.unique_name("wsgisession_test")
+        store = PostgresStore(servers.require_postgres(), table=table)
+    else:
+        raise ValueError(kind)
+    try:
+        yield store
+    finally:
+        store.close()
+        if kind == "redis":
+            import redis
+
+            client = redis.Redis.from_url(servers.require_redis())
+            keys = list(client.scan_iter(match=prefix + "*"))
+            if keys:
+                client.delete(*keys)
+            client.close()
+        elif kind == "postgres":
+            import psycopg
+
+            with psycopg.connect(servers.require_postgres(), autocommit=True) as conn:
+                conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+@pytest.fixture(params=STORE_KINDS)
+def every_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Each store in turn, the server-backed ones against the real servers."""
+    with open_store(request.param, tmp_path) as s:
+        yield s

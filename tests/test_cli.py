@@ -2,53 +2,170 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from wsgisession import SQLiteStore
 from wsgisession.ids import new_id, store_key
+from wsgisession.session import _handle
 from wsgisession.stores.base import Update
 
+ROOT = Path(__file__).resolve().parent.parent
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "wsgisession", *args], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "wsgisession", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
     )
 
 
-def test_prune_removes_expired_and_says_how_many(tmp_path: Path) -> None:
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[tuple[str, SQLiteStore]]:
     store = SQLiteStore(tmp_path / "s.db")
-    now = time.time()
-    for i in range(3):
-        store.save(store_key(new_id()), Update(set={"i": i}, expires_at=now - 1 - i, created_at=now - 100))
-    live = store_key(new_id())
-    store.save(live, Update(set={"live": True}, expires_at=now + 600, created_at=now))
+    yield f"sqlite:///{tmp_path}/s.db", store
     store.close()
-    result = run("prune", f"sqlite:///{tmp_path}/s.db")
+
+
+def add(store: SQLiteStore, *, ttl: float = 600, user: str | None = None, **data: object) -> str:
+    key = store_key(new_id())
+    now = time.time()
+    store.save(key, Update(set=data, expires_at=now + ttl, created_at=now - 10, user_id=user))
+    return key
+
+
+def test_prune_removes_expired_and_says_how_many(db: tuple[str, SQLiteStore]) -> None:
+    url, store = db
+    for _ in range(3):
+        add(store, ttl=-1)
+    add(store)
+    result = run("prune", url)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "removed 3 expired sessions"
-    again = run("prune", f"sqlite:///{tmp_path}/s.db")
-    assert again.stdout.strip() == "removed 0 expired sessions"
-    store = SQLiteStore(tmp_path / "s.db")
+    assert result.stderr == "", "no progress bar when stderr is not a terminal"
+    assert run("prune", url, "--batch-size", "2").stdout.strip() == "removed 0 expired sessions"
     assert store.count() == 1
-    store.close()
 
 
-def test_bad_url_is_one_line_and_exit_2() -> None:
-    result = run("prune", "mongodb://localhost/x")
+def test_prune_in_small_batches(db: tuple[str, SQLiteStore]) -> None:
+    url, store = db
+    for _ in range(7):
+        add(store, ttl=-1)
+    result = run("prune", url, "--batch-size", "2")
+    assert result.stdout.strip() == "removed 7 expired sessions"
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "many"])
+def test_bad_batch_size_is_usage_error(db: tuple[str, SQLiteStore], bad: str) -> None:
+    result = run("prune", db[0], "--batch-size", bad)
+    assert result.returncode == 2
+    assert "batch-size" in result.stderr
+
+
+def test_count(db: tuple[str, SQLiteStore]) -> None:
+    url, store = db
+    add(store)
+    add(store, user="alice")
+    add(store, ttl=-1)
+    result = run("count", url)
+    assert result.returncode == 0
+    assert result.stdout.strip() == "2"
+
+
+def test_list_and_end_a_users_sessions(db: tuple[str, SQLiteStore]) -> None:
+    url, store = db
+    keys = [add(store, user="alice", _user_agent=f"Browser {i}") for i in range(2)]
+    bob = add(store, user="bob")
+    listing = run("list", url, "--user", "alice")
+    assert listing.returncode == 0
+    lines = listing.stdout.strip().splitlines()
+    assert lines[0].startswith("handle")
+    assert len(lines) == 3
+    assert {_handle(k) for k in keys} == {line.split()[0] for line in lines[1:]}
+    assert "Browser 0" in listing.stdout
+    for key in keys:
+        assert key not in listing.stdout
+    assert run("list", url, "--user", "carol").stdout.strip() == "no live sessions for user 'carol'"
+
+    ended = run("end", url, "--user", "alice")
+    assert ended.returncode == 0
+    assert ended.stdout.strip() == "ended 2 sessions of user 'alice'"
+    assert store.sessions_of("alice") == []
+    assert store.load(bob) is not None
+
+
+def test_user_is_required_for_list_and_end(db: tuple[str, SQLiteStore]) -> None:
+    for command in ("list", "end"):
+        result = run(command, db[0])
+        assert result.returncode == 2
+        assert "--user" in result.stderr
+
+
+def test_check_a_good_deployment(db: tuple[str, SQLiteStore]) -> None:
+    result = run("check", db[0], env={"SESSION_SECRET": "s" * 40})
+    assert result.returncode == 0, result.stdout
+    assert "store reachable" in result.stdout
+    assert "0 problems found" in result.stdout
+    assert "HttpOnly; SameSite=Lax" in result.stdout
+    assert (
+        "over https: session=<id>.<signature>; Max-Age=86400; Path=/; HttpOnly; SameSite=Lax; Secure" in result.stdout
+    )
+    assert "s" * 40 not in result.stdout
+
+
+def test_check_finds_problems(tmp_path: Path) -> None:
+    result = run("check", "memory://", "--secure", "false", env={"SESSION_SECRET": "short"})
+    assert result.returncode == 1
+    assert "BAD  secret: $SESSION_SECRET is 5 bytes" in result.stdout
+    assert "BAD  MemoryStore keeps sessions in one process" in result.stdout
+    assert "BAD  cookie: secure=False" in result.stdout
+    assert "short" not in result.stdout.replace("$SESSION_SECRET", "")
+    missing = run("check", f"sqlite:///{tmp_path}/x.db", env={"SESSION_SECRET": ""})
+    assert "BAD  secret: $SESSION_SECRET is not set" in missing.stdout
+    bad_cookie = run(
+        "check", f"sqlite:///{tmp_path}/x.db", "--cookie-name", "__Host-s", env={"SESSION_SECRET": "s" * 40}
+    )
+    assert bad_cookie.returncode == 1
+    assert "BAD  cookie settings" in bad_cookie.stdout
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mongodb://localhost/x",
+        "sqlite://",
+        "file:relative",
+        "redis://127.0.0.1:6379/notadb",
+        "postgresql://x/y?table=a;b",
+    ],
+)
+def test_bad_url_is_one_line_and_exit_2(url: str) -> None:
+    result = run("count", url)
     assert result.returncode == 2
     assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1
-    assert "unknown store URL" in lines[0]
-
-
-def test_unreachable_sqlite_directory_is_exit_2(tmp_path: Path) -> None:
-    result = run("prune", f"sqlite:///{tmp_path}/missing/dir/s.db")
-    assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("wsgisession: ")
+
+
+def test_unreachable_store_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    for args in (
+        ("prune", f"sqlite:///{tmp_path}/missing/dir/s.db"),
+        ("count", "redis://127.0.0.1:1/0"),
+        ("count", "postgresql://postgres@127.0.0.1:1/test?connect_timeout=1"),
+    ):
+        result = run(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_password_is_not_echoed() -> None:
@@ -57,8 +174,22 @@ def test_password_is_not_echoed() -> None:
     assert "hunter2" not in result.stderr
 
 
-def test_help_lists_commands() -> None:
+def test_help_for_each_command() -> None:
     result = run("--help")
     assert result.returncode == 0
-    assert "prune" in result.stdout
+    for command in ("prune", "count", "list", "end", "check"):
+        assert command in result.stdout
+        sub = run(command, "--help")
+        assert sub.returncode == 0
+        assert "Exit codes" in sub.stdout
     assert run().returncode == 2
+    assert run("frobnicate", "memory://").returncode == 2
+
+
+def test_console_script_runs() -> None:
+    script = Path(sys.executable).parent / "wsgisession"
+    if not script.exists():
+        pytest.skip(f"no console script beside {sys.executable}: the package is not installed there")
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0
+    assert result.stdout.startswith("wsgisession ")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import hashlib
+import json
 import logging
 import os
 import random
@@ -100,6 +102,11 @@ def expect_line(proc: subprocess.Popen[str], line: str) -> None:
 
 
 class TestFileStoreContract(StoreContract):
+    # Each login here fsyncs three times (the marker's directory, the record,
+    # the store directory) and each destroy once: the contract's 10,000 logins
+    # took 12-16 s on an idle ext4 disk and over 120 s while other jobs used it.
+    user_churn = 2_000
+
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[FileStore]:
         s = FileStore(tmp_path / "contract")
@@ -108,6 +115,9 @@ class TestFileStoreContract(StoreContract):
 
 
 class TestFileStoreContractFromURL(StoreContract):
+    # The same store as above, only opened from a URL: a short churn suffices.
+    user_churn = 200
+
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[FileStore]:
         s = FileStore.from_url(f"file://{tmp_path}/contract?lock_timeout=5")
@@ -811,3 +821,213 @@ def test_writer_killed_at_random_points_never_tears_a_record(
     clock(2 * HOUR)
     assert store.prune() == 0  # temp files are not sessions
     assert files_in(directory) == {*keys, ".locks"}
+
+
+# -- the user index -------------------------------------------------------------------------
+
+
+def bind(store: FileStore, user: str, key: str | None = None, ttl: float = HOUR) -> str:
+    key = key or new_key()
+    now = _clock.now()
+    assert store.save(key, Update(set={"u": 1}, created_at=now, expires_at=now + ttl, user_id=user))
+    return key
+
+
+def user_dir(directory: Path, user: str) -> Path:
+    return directory / ".users" / hashlib.sha256(user.encode()).hexdigest()
+
+
+def test_index_layout_and_permissions(tmp_path: Path) -> None:
+    directory = tmp_path / "sessions"
+    old = os.umask(0)
+    try:
+        store = FileStore(directory)
+        assert not (directory / ".users").exists(), "made on first login, not before"
+        key = bind(store, "../../etc")
+    finally:
+        os.umask(old)
+    marker = user_dir(directory, "../../etc") / key
+    assert marker.is_file() and marker.stat().st_size == 0
+    assert stat.S_IMODE(marker.stat().st_mode) == 0o600
+    assert stat.S_IMODE(marker.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE((directory / ".users").stat().st_mode) == 0o700
+    doc = json.loads((directory / key).read_text("utf-8"))
+    assert doc["user_id"] == "../../etc"
+    anonymous = new_key()
+    create(store, anonymous, a=1)
+    assert "user_id" not in json.loads((directory / anonymous).read_text("utf-8"))
+    assert not (tmp_path / "etc").exists()
+
+
+def test_records_written_before_the_index_still_load(store: FileStore, directory: Path) -> None:
+    key = new_key()
+    (directory / key).write_text('{"created_at":1,"expires_at":9e9,"data":{"a":1}}')
+    record = store.load(key)
+    assert record is not None and record.user_id is None
+    assert store.save(key, Update(expires_at=_clock.now() + 60, user_id="alice"))
+    assert [k for k, _ in store.sessions_of("alice")] == [key]
+
+
+@pytest.mark.parametrize("user_id", [1, [], {"a": 1}, True], ids=repr)
+def test_a_user_id_that_is_not_text_is_a_corrupt_record(store: FileStore, directory: Path, user_id: Any) -> None:
+    key = new_key()
+    (directory / key).write_text(json.dumps({"created_at": 1, "expires_at": 9e9, "data": {}, "user_id": user_id}))
+    assert store.load(key) is None
+
+
+def test_marker_is_durable_before_the_record(
+    store: FileStore, directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        alice = user_dir(directory, "alice")
+        if alice.exists() and os.path.samestat(os.fstat(fd), alice.stat()):
+            events.append("user dir synced")
+
+    def replace(src: str, dst: str) -> None:
+        events.append("record renamed")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    bind(store, "alice")
+    assert events.index("user dir synced") < events.index("record renamed")
+
+
+def test_crash_between_marker_and_record_leaves_only_a_harmless_marker(
+    store: FileStore, directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = new_key()
+
+    class PowerCut(BaseException):
+        pass
+
+    def crash(self: FileStore, key: str, record: Record) -> None:
+        raise PowerCut
+
+    monkeypatch.setattr(FileStore, "_write", crash)
+    with pytest.raises(PowerCut):
+        bind(store, "alice", key=key)
+    monkeypatch.undo()
+    assert (user_dir(directory, "alice") / key).exists()
+    assert store.load(key) is None
+    assert store.index_size() == 1
+    assert store.prune() == 0  # not a session, so not counted
+    assert store.index_size() == 0
+    assert not user_dir(directory, "alice").exists()
+    # The same, cleaned by a listing instead.
+    monkeypatch.setattr(FileStore, "_write", crash)
+    with pytest.raises(PowerCut):
+        bind(store, "alice", key=key)
+    monkeypatch.undo()
+    assert store.sessions_of("alice") == []
+    assert store.index_size() == 0
+
+
+def test_rebinding_moves_the_marker(store: FileStore, directory: Path) -> None:
+    key = bind(store, "alice")
+    assert store.save(key, Update(expires_at=_clock.now() + 60, user_id="bob"))
+    assert not (user_dir(directory, "alice") / key).exists()
+    assert (user_dir(directory, "bob") / key).exists()
+    assert store.index_size() == 1
+
+
+def test_destroy_and_prune_remove_markers(store: FileStore, directory: Path, clock: Callable[[float], None]) -> None:
+    gone = bind(store, "alice")
+    short = bind(store, "alice", ttl=10)
+    live = bind(store, "alice")
+    store.destroy(gone)
+    assert {p.name for p in user_dir(directory, "alice").iterdir()} == {short, live}
+    clock(60)
+    assert store.prune() == 1
+    assert {p.name for p in user_dir(directory, "alice").iterdir()} == {live}
+    assert store.destroy_user("alice") == 1
+    assert not user_dir(directory, "alice").exists()
+    assert store.sessions_of("alice") == []
+    assert not user_dir(directory, "alice").exists(), "a lookup creates nothing"
+
+
+def test_a_stale_marker_never_ends_another_users_session(store: FileStore, directory: Path) -> None:
+    bobs = bind(store, "bob")
+    alices = bind(store, "alice")
+    (user_dir(directory, "alice") / bobs).touch()  # e.g. left by a crash mid-rebind
+    (user_dir(directory, "alice") / "not-a-key").touch()
+    assert [k for k, _ in store.sessions_of("alice")] == [alices]
+    (user_dir(directory, "alice") / bobs).touch()
+    assert store.destroy_user("alice") == 1
+    assert store.load(bobs) is not None
+    assert store.index_size() == 1
+    assert store.prune() == 0
+    assert [k for k, _ in store.sessions_of("bob")] == [bobs]
+
+
+def test_a_binding_save_survives_its_directory_being_removed(
+    store: FileStore, directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = bind(store, "alice")
+    store.destroy(first)  # leaves alice's directory empty
+    real_open = os.open
+    removed: list[str] = []
+
+    def racing_open(path: str, flags: int, mode: int = 0o777, **kwargs: Any) -> int:
+        # Between the binding save's mkdir and its marker, a destroy_user()
+        # or prune() removes the empty directory.
+        if ".users" in str(path) and not removed and os.path.isdir(os.path.dirname(path)):
+            removed.append(path)
+            os.rmdir(os.path.dirname(path))
+        return real_open(path, flags, mode, **kwargs)
+
+    monkeypatch.setattr(os, "open", racing_open)
+    key = bind(store, "alice")
+    monkeypatch.undo()
+    assert removed
+    assert (user_dir(directory, "alice") / key).exists()
+    assert [k for k, _ in store.sessions_of("alice")] == [key]
+
+
+def test_destroy_user_removes_records_before_markers(
+    store: FileStore, directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = [bind(store, "alice") for _ in range(3)]
+    events: list[str] = []
+    real_unlink = os.unlink
+
+    def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        events.append("marker" if ".users" in str(path) else "record")
+        real_unlink(path, *args, **kwargs)
+
+    real_sync = FileStore._sync_dir
+
+    def sync(self: FileStore, path: str | None = None) -> None:
+        events.append("sync")
+        real_sync(self, path)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    monkeypatch.setattr(FileStore, "_sync_dir", sync)
+    assert store.destroy_user("alice") == 3
+    assert events == ["record"] * 3 + ["sync"] + ["marker"] * 3
+    assert all(not (directory / k).exists() for k in keys)
+
+
+def test_count_and_index_size(store: FileStore, clock: Callable[[float], None]) -> None:
+    for i in range(4):
+        bind(store, f"user{i}", ttl=10)
+    bind(store, "user0")
+    create(store, new_key(), a=1)
+    assert store.count() == 6
+    assert store.index_size() == 5
+    clock(60)
+    assert store.count() == 2
+    assert store.index_size() == 5
+    assert store.prune() == 4
+    assert store.index_size() == 1
+
+
+def test_user_ids_that_are_not_text_are_refused(store: FileStore) -> None:
+    with pytest.raises(ValueError, match="surrogate"):
+        bind(store, "\ud800")
+    with pytest.raises(TypeError):
+        store.sessions_of(b"alice")  # type: ignore[arg-type]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
@@ -14,11 +13,6 @@ from wsgisession.ids import new_id
 from wsgisession.signing import Signer
 
 from .conftest import SECRET
-
-# A CI profile runs many more examples than a developer's quick run.
-settings.register_profile("ci", max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("dev", max_examples=300, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 SIGNER = Signer(SECRET)
 STORE = MemoryStore()

@@ -533,3 +533,130 @@ def test_sql_errors_are_store_errors_without_the_key(
     with pytest.raises(StoreError, match="violates check constraint") as info:
         store.save(key, Update(set={"b": 1}, expires_at=_clock.now() + 60))
     assert key not in str(info.value)
+
+
+# -- the user index ---------------------------------------------------------------------------
+
+
+def _bind(store: PostgresStore, user: str, ttl: float = 600) -> str:
+    key = _key()
+    now = _clock.now()
+    assert store.save(key, Update(set={"u": 1}, expires_at=now + ttl, created_at=now, user_id=user))
+    return key
+
+
+def _user_indexes(admin: psycopg.Connection[Any], table: str) -> list[str]:
+    rows = admin.execute("SELECT indexdef FROM pg_indexes WHERE tablename = %s", [table]).fetchall()
+    return [row[0] for row in rows if "(user_id)" in row[0]]
+
+
+def test_a_table_without_the_user_index_gets_it(
+    pg_url: str, table: str, admin: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    first = PostgresStore(pg_url, table=table)
+    try:
+        _create(first, {"a": 1})
+    finally:
+        first.close()
+    admin.execute(f"DROP INDEX {table}_user_id_idx")  # as a migration of its own might have made it
+    assert _user_indexes(admin, table) == []
+    store = PostgresStore(pg_url, table=table)
+    try:
+        with caplog.at_level(logging.INFO, logger="wsgisession.store"):
+            key = _bind(store, "alice")
+        assert len(_user_indexes(admin, table)) == 1
+        assert any("added the missing index on user_id" in r.getMessage() for r in caplog.records)
+        assert [k for k, _ in store.sessions_of("alice")] == [key]
+    finally:
+        store.close()
+
+
+def test_user_index_it_cannot_create_is_a_warning_not_an_error(
+    pg_url: str, table: str, admin: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    role = servers.unique_name("wsgisession_role")
+    admin.execute(
+        f"CREATE TABLE {table} (key text PRIMARY KEY, data jsonb NOT NULL, created_at double precision NOT NULL, "
+        "expires_at double precision NOT NULL, user_id text NULL)"
+    )
+    admin.execute(f"CREATE ROLE {role} LOGIN")
+    admin.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {role}")
+    store = PostgresStore(_with(pg_url, user=role), table=table)
+    try:
+        with caplog.at_level(logging.WARNING, logger="wsgisession.store"):
+            key = _bind(store, "alice")
+        assert [k for k, _ in store.sessions_of("alice")] == [key]
+        warnings = [r.getMessage() for r in caplog.records if "no index on user_id" in r.getMessage()]
+        assert len(warnings) == 1 and "CREATE INDEX" in warnings[0]
+        assert _user_indexes(admin, table) == []
+    finally:
+        store.close()
+        admin.execute(f"DROP TABLE {table}")
+        admin.execute(f"DROP ROLE {role}")
+
+
+def test_user_lookups_use_the_index(store: PostgresStore, admin: psycopg.Connection[Any], table: str) -> None:
+    _bind(store, "alice")
+    with admin.transaction():
+        admin.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(
+            row[0]
+            for row in admin.execute(
+                f"EXPLAIN SELECT key FROM {table} WHERE user_id = %s AND expires_at > %s", ["alice", 0.0]
+            )
+        )
+    assert f"{table}_user_id_idx" in plan
+
+
+def test_user_id_column_holds_the_id(store: PostgresStore, admin: psycopg.Connection[Any], table: str) -> None:
+    plain = _bind(store, "alice@example.com")
+    odd = _bind(store, "a\x00b\\c")  # text cannot hold NUL: escaped, one-to-one, like data keys
+    look_alike = _bind(store, "a\\0b\\c")
+    anonymous = _create(store, {"a": 1})
+    rows = dict(admin.execute(f"SELECT key, user_id FROM {table}").fetchall())
+    assert rows[plain] == "alice@example.com"
+    assert rows[anonymous] is None
+    assert rows[odd] != rows[look_alike]
+    for key, user in ((odd, "a\x00b\\c"), (look_alike, "a\\0b\\c")):
+        assert [k for k, _ in store.sessions_of(user)] == [key]
+        record = store.load(key)
+        assert record is not None and record.user_id == user
+    assert store.destroy_user("a\x00b\\c") == 1
+    assert store.load(look_alike) is not None
+
+
+def test_binding_through_either_statement(store: PostgresStore, clock: Clock) -> None:
+    # A creating save onto a live row (INSERT ... ON CONFLICT) binds, or keeps the binding.
+    key = _create(store, {"a": 1})
+    assert store.save(key, Update(set={"b": 2}, expires_at=clock() + 60, created_at=clock(), user_id="alice"))
+    assert store.save(key, Update(set={"c": 3}, expires_at=clock() + 60, created_at=clock()))
+    record = store.load(key)
+    assert record is not None and record.user_id == "alice" and record.data == {"a": 1, "b": 2, "c": 3}
+    # Onto an expired row it starts afresh, binding only what the update says.
+    clock.advance(61)
+    assert store.save(key, Update(set={"d": 4}, expires_at=clock() + 60, created_at=clock()))
+    record = store.load(key)
+    assert record is not None and record.user_id is None and record.data == {"d": 4}
+    assert store.index_size() == 0
+
+
+def test_destroy_user_is_one_statement_and_prune_shrinks_the_index(store: PostgresStore, clock: Clock) -> None:
+    for _ in range(3):
+        _bind(store, "alice", ttl=10)
+    live = _bind(store, "alice", ttl=1000)
+    _bind(store, "bob", ttl=10)
+    assert store.index_size() == 5
+    clock.advance(11)
+    assert store.count() == 1
+    assert store.prune() == 4
+    assert store.index_size() == 1
+    assert store.destroy_user("alice") == 1
+    assert store.load(live) is None
+    assert store.index_size() == 0
+
+
+def test_user_ids_that_are_not_text_are_refused(store: PostgresStore) -> None:
+    with pytest.raises(ValueError, match="surrogate"):
+        _bind(store, "\ud800")
+    with pytest.raises(TypeError):
+        store.destroy_user(None)  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Iterator
@@ -474,3 +475,165 @@ def test_wrong_type_under_our_key_is_a_store_error(store: RedisStore, raw: RawRe
         store.save(key, Update(set={"a": 1}, expires_at=_clock.now() + 60, created_at=_clock.now()))
     assert key not in str(info.value)
     assert raw.get(f"{prefix}{key}") == b"a string, not a hash"
+
+
+# -- the user index ----------------------------------------------------------------------------
+
+
+def _bind(store: RedisStore, user: str, ttl: float = 600, key: str | None = None) -> str:
+    key = key or _key()
+    now = _clock.now()
+    assert store.save(key, Update(set={"u": user}, expires_at=now + ttl, created_at=now, user_id=user))
+    return key
+
+
+def _user_set(prefix: str, user: str) -> str:
+    return f"{prefix}u:{hashlib.sha256(user.encode()).hexdigest()}"
+
+
+def test_binding_is_a_hash_field_and_a_set_member(store: RedisStore, raw: RawRedis, prefix: str) -> None:
+    key = _bind(store, "zoë ☃")
+    assert raw.hget(f"{prefix}{key}", b"m:user") == "zoë ☃".encode()
+    assert raw.smembers(_user_set(prefix, "zoë ☃")) == {key.encode()}
+    record = store.load(key)
+    assert record is not None and record.user_id == "zoë ☃" and record.data == {"u": "zoë ☃"}
+    anonymous = _create(store, {"a": 1})
+    assert raw.hget(f"{prefix}{anonymous}", b"m:user") is None
+    assert store.index_size() == 1
+
+
+def test_user_set_outlives_its_sessions(store: RedisStore, raw: RawRedis, prefix: str) -> None:
+    key = _bind(store, "alice", ttl=100)
+    user_set = _user_set(prefix, "alice")
+    assert raw.pttl(user_set) >= raw.pttl(f"{prefix}{key}") > 98_000
+    # A later save or touch that outlives the set extends it; a shorter one never shortens it.
+    assert store.save(key, Update(set={"x": 1}, expires_at=_clock.now() + 5_000))
+    assert raw.pttl(user_set) >= raw.pttl(f"{prefix}{key}") > 4_998_000
+    assert store.touch(key, _clock.now() + 20_000)
+    assert raw.pttl(user_set) >= raw.pttl(f"{prefix}{key}") > 19_998_000
+    longest = raw.pttl(user_set)
+    _bind(store, "alice", ttl=10)
+    assert raw.pttl(user_set) > longest - 1_000
+
+
+def test_index_set_ttl_is_extended_once_per_ttl_not_per_request(
+    store: RedisStore, raw: RawRedis, prefix: str, clock: Clock
+) -> None:
+    key = _bind(store, "alice", ttl=100)  # the set is made to live 200 s
+    user_set = _user_set(prefix, "alice")
+    raw.pexpire(user_set, 150_000)  # lower it, to see whether a touch sets it again
+    clock.advance(50)
+    assert store.touch(key, clock() + 100)  # within the 200 s the set was given: left alone
+    assert raw.pttl(user_set) <= 150_000
+    clock.advance(90)
+    assert store.touch(key, clock() + 100)  # beyond them: extended, to twice the TTL again
+    assert 150_000 < raw.pttl(user_set) <= 200_000
+
+
+def test_rebinding_leaves_nothing_in_the_old_set(store: RedisStore, raw: RawRedis, prefix: str, clock: Clock) -> None:
+    key = _bind(store, "alice")
+    assert store.save(key, Update(expires_at=clock() + 600, user_id="bob"))
+    assert raw.exists(_user_set(prefix, "alice")) == 0
+    assert raw.smembers(_user_set(prefix, "bob")) == {key.encode()}
+    store.prune()
+    assert store.index_size() == 1
+    # Re-creating an expired record drops its old binding too.
+    clock.advance(700)
+    assert store.save(key, Update(set={"a": 1}, expires_at=clock() + 60, created_at=clock()))
+    record = store.load(key)
+    assert record is not None and record.user_id is None and record.data == {"a": 1}
+    assert raw.exists(_user_set(prefix, "bob")) == 0
+
+
+def test_destroy_removes_the_member(store: RedisStore, raw: RawRedis, prefix: str) -> None:
+    key = _bind(store, "alice")
+    other = _bind(store, "alice")
+    store.destroy(key)
+    assert raw.smembers(_user_set(prefix, "alice")) == {other.encode()}
+    store.destroy(other)
+    assert raw.exists(_user_set(prefix, "alice")) == 0
+
+
+def test_dropped_or_dead_on_arrival_binding_leaves_no_member(store: RedisStore, raw: RawRedis, prefix: str) -> None:
+    gone = _key()
+    assert store.save(gone, Update(set={"a": 1}, expires_at=_clock.now() + 60, user_id="alice")) is False
+    now = _clock.now()
+    assert store.save(_key(), Update(set={"a": 1}, expires_at=now - 1, created_at=now, user_id="alice"))
+    assert raw.exists(_user_set(prefix, "alice")) == 0
+    assert store.sessions_of("alice") == []
+
+
+def test_stale_members_are_cleaned_and_never_destroy_another_users_session(
+    store: RedisStore, raw: RawRedis, prefix: str, clock: Clock
+) -> None:
+    alice = _bind(store, "alice")
+    bobs = _bind(store, "bob")
+    expired = _bind(store, "alice", ttl=10)
+    # What a crash between two commands could leave behind: members whose
+    # session is missing or bound to someone else, and a member that is no key at all.
+    raw.sadd(_user_set(prefix, "alice"), bobs, _key(), "not-a-key")
+    clock.advance(11)
+    assert [k for k, _ in store.sessions_of("alice")] == [alice]
+    assert raw.smembers(_user_set(prefix, "alice")) == {alice.encode(), b"not-a-key"}
+    raw.sadd(_user_set(prefix, "alice"), bobs, expired)
+    assert store.destroy_user("alice") == 1
+    assert store.load(bobs) is not None, "a stale member must not end someone else's session"
+    assert raw.exists(_user_set(prefix, "alice")) in (0, 1)
+    raw.sadd(_user_set(prefix, "bob"), _key(), "junk")
+    assert store.prune() == 0  # index entries are not sessions
+    assert raw.smembers(_user_set(prefix, "bob")) == {bobs.encode()}
+    assert store.index_size() == 1
+
+
+def test_cleaning_a_member_puts_back_one_bound_meanwhile(store: RedisStore, raw: RawRedis, prefix: str) -> None:
+    # A cleaner that judged a member stale just before a save bound it must not lose it:
+    # it removes first, then re-reads, and puts back what is bound by then.
+    key = _bind(store, "alice")
+    store._unindex(b"alice", [key])
+    assert raw.smembers(_user_set(prefix, "alice")) == {key.encode()}
+    assert raw.pttl(_user_set(prefix, "alice")) >= raw.pttl(f"{prefix}{key}")
+
+
+def test_prune_and_count_tell_user_sets_from_sessions(
+    store: RedisStore, raw: RawRedis, prefix: str, clock: Clock
+) -> None:
+    for i in range(3):
+        _bind(store, f"user{i}", ttl=10)
+    _bind(store, "user0", ttl=1000)
+    _create(store, {"a": 1}, ttl=1000)
+    raw.set(f"{prefix}u:{'0' * 64}", b"not a set")  # shaped like a user set, but someone else's key
+    assert store.count() == 5
+    assert store.index_size() == 4
+    clock.advance(11)
+    assert store.count() == 2
+    assert store.prune() == 3
+    assert store.index_size() == 1
+    assert raw.get(f"{prefix}u:{'0' * 64}") == b"not a set"
+    assert {k.decode() for k in raw.scan_iter(match=f"{prefix}u:*")} == {
+        _user_set(prefix, "user0"),
+        f"{prefix}u:{'0' * 64}",
+    }
+
+
+def test_user_index_with_a_decoding_client(redis_url: str, raw: RawRedis, prefix: str) -> None:
+    client: RawRedis = redis.Redis.from_url(redis_url, decode_responses=True)
+    store = RedisStore(client, prefix=prefix)
+    try:
+        key = _bind(store, "zoë")
+        other = _bind(store, "zoë")
+        raw.hset(f"{prefix}{other}", b"d:bad", b"\xff")  # not UTF-8: this client cannot even read the reply
+        found = store.sessions_of("zoë")
+        assert [k for k, _ in found] == [key] and found[0][1].user_id == "zoë"
+        assert store.count() == 2 and store.index_size() == 2
+        assert store.destroy_user("zoë") == 2
+        assert store.prune() == 0
+    finally:
+        store.close()
+        client.close()
+
+
+def test_user_ids_that_are_not_text_are_refused(store: RedisStore) -> None:
+    with pytest.raises(ValueError, match="surrogate"):
+        _bind(store, "\ud800")
+    with pytest.raises(TypeError):
+        store.sessions_of(42)  # type: ignore[arg-type]

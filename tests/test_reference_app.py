@@ -131,3 +131,20 @@ def test_secret_file_is_made_once_and_private(tmp_path: Path, monkeypatch: pytes
     assert (tmp_path / "session-secret.txt").stat().st_mode & 0o777 == 0o600
     monkeypatch.setenv("SESSION_SECRET", "from-env-" + "e" * 32)
     assert reference.load_secret(db) == "from-env-" + "e" * 32
+
+
+def test_dashboard_lists_other_devices_and_logs_them_out(store: SQLiteStore) -> None:
+    mw = reference.make_app(secret=SECRET, store=store)
+    phone = webtest.TestApp(mw, extra_environ={"HTTP_USER_AGENT": "PhoneBrowser/1.0"})
+    laptop = webtest.TestApp(mw, extra_environ={"HTTP_USER_AGENT": "LaptopBrowser/2.0"})
+    log_in(phone)
+    assert "No other active sessions" in phone.get("/dashboard").text
+    log_in(laptop)
+    dash = laptop.get("/dashboard")
+    assert "PhoneBrowser/1.0" in dash.text
+    assert "LaptopBrowser/2.0" not in dash.text, "the current session is not among the others"
+    laptop.post("/logout-others", status=403)
+    res = dash.forms[1].submit(status=303)
+    assert "Logged out 1 other session" in res.follow().text
+    phone.get("/dashboard", status=401)
+    assert "Welcome" in laptop.get("/dashboard").text

@@ -12,11 +12,13 @@ from .errors import WSGISessionError as WSGISessionError
 from .middleware import SessionMiddleware as SessionMiddleware
 from .middleware import get_session as get_session
 from .session import Session as Session
+from .session import SessionInfo as SessionInfo
 from .signing import Secret as Secret
 from .signing import Signer as Signer
 from .stores import MemoryStore as MemoryStore
 from .stores import SQLiteStore as SQLiteStore
 from .stores import Store as Store
+from .stores import UserIndex as UserIndex
 from .stores import from_url as from_url
 
 __version__ = "0.1.0"

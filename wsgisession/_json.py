@@ -18,9 +18,16 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} overflows a float")
+    return value
+
+
 def decode(text: str | bytes) -> Any:
-    """Parse JSON text; ``NaN`` and ``Infinity`` are refused (ValueError) as not JSON."""
-    return json.loads(text, parse_constant=_refuse_constant)
+    """Parse JSON text; ``NaN``, ``Infinity`` and numbers that overflow to them are refused (ValueError)."""
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
 
 _SCALARS = (int, bool, type(None))
 

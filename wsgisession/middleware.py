@@ -184,7 +184,12 @@ class SessionMiddleware:
         if not header:
             return None, False
         if len(header) > MAX_COOKIE_HEADER:
-            security_log.warning("Cookie header of %d bytes ignored (limit %d)", len(header), MAX_COOKIE_HEADER)
+            security_log.warning(
+                "Cookie header of %d bytes ignored (limit %d)",
+                len(header),
+                MAX_COOKIE_HEADER,
+                extra={"security_event": "oversized_cookie_header"},
+            )
             return None, False
         name = self.cookie_name
         if name not in header:
@@ -202,15 +207,22 @@ class SessionMiddleware:
                 if len(candidates) >= _MAX_CANDIDATES:
                     break
         if len(candidates) > 1:
-            security_log.warning("request carried %d cookies named %r", len(candidates), name)
+            security_log.warning(
+                "request carried %d cookies named %r",
+                len(candidates),
+                name,
+                extra={"security_event": "duplicate_cookie"},
+            )
         for candidate in candidates:
             if _SIGNED_ID.fullmatch(candidate) is None:
-                security_log.info("malformed session cookie ignored")
+                security_log.info("malformed session cookie ignored", extra={"security_event": "malformed_cookie"})
                 continue
             try:
                 session_id, current = self._signer.unsign(candidate)
             except BadSignature:
-                security_log.info("session cookie with a bad signature ignored")
+                security_log.info(
+                    "session cookie with a bad signature ignored", extra={"security_event": "bad_signature"}
+                )
                 continue
             return session_id, not current
         return None, False
@@ -253,7 +265,7 @@ class SessionMiddleware:
                 stacklevel=2,
             )
         session_id, resign = self._session_id(environ)
-        session = Session(self._settings, session_id, resign=resign)
+        session = Session(self._settings, session_id, resign=resign, user_agent=environ.get("HTTP_USER_AGENT"))
         environ[ENVIRON_KEY] = session
 
         def session_start_response(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import secrets
@@ -10,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _clock, _json
+from .errors import WSGISessionError
 from .ids import log_tag, new_id, store_key
-from .stores.base import Store, Update
+from .stores.base import Record, Store, Update, UserIndex
 
 log = logging.getLogger("wsgisession")
 security_log = logging.getLogger("wsgisession.security")
@@ -24,6 +26,10 @@ _MUTABLE = (list, dict)
 #: Where flash messages and the CSRF token live in the session's data.
 FLASH_KEY = "_flashes"
 CSRF_KEY = "_csrf_token"
+USER_AGENT_KEY = "_user_agent"
+
+#: User agents longer than this are cut when kept in a session.
+_MAX_USER_AGENT = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +39,25 @@ class SessionSettings:
     store: Store
     ttl: float = DEFAULT_TTL
     absolute_timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """Another live session of the same user, as :meth:`Session.other_sessions` lists it.
+
+    ``handle`` is an opaque name for the session, for :meth:`Session.end_session`:
+    it cannot be turned back into a session ID or a cookie.
+    """
+
+    handle: str
+    created_at: float
+    last_seen: float
+    expires_at: float
+    user_agent: str | None
+
+
+def _handle(key: str) -> str:
+    return hashlib.sha256(b"wsgisession session handle\x00" + key.encode("ascii")).hexdigest()[:32]
 
 
 class Session(MutableMapping[str, Any]):
@@ -48,6 +73,7 @@ class Session(MutableMapping[str, Any]):
     """
 
     __slots__ = (
+        "_bind_user",
         "_cleared",
         "_created_at",
         "_data",
@@ -65,10 +91,19 @@ class Session(MutableMapping[str, Any]):
         "_snapshots",
         "_stale_cookie",
         "_touched",
+        "_user_agent",
+        "_user_id",
         "accessed",
     )
 
-    def __init__(self, settings: SessionSettings, session_id: str | None = None, *, resign: bool = False) -> None:
+    def __init__(
+        self,
+        settings: SessionSettings,
+        session_id: str | None = None,
+        *,
+        resign: bool = False,
+        user_agent: str | None = None,
+    ) -> None:
         """Make a session; *session_id* is the verified ID from the cookie, if any."""
         self._settings = settings
         self._sid = session_id
@@ -87,6 +122,9 @@ class Session(MutableMapping[str, Any]):
         self._cleared = False
         self._resign = resign
         self._stale_cookie = False
+        self._user_agent = user_agent
+        self._user_id: str | None = None
+        self._bind_user = False
         #: Whether the application used the session in this request (``Vary: Cookie``).
         self.accessed = False
 
@@ -110,18 +148,25 @@ class Session(MutableMapping[str, Any]):
         record = settings.store.load(store_key(self._sid))
         timeout = settings.absolute_timeout
         if record is not None and timeout is not None and record.created_at + timeout <= _clock.now():
-            security_log.info("session %s replayed after its absolute timeout", log_tag(self._sid))
+            security_log.info(
+                "session %s replayed after its absolute timeout",
+                log_tag(self._sid),
+                extra={"security_event": "expired_replay"},
+            )
             settings.store.destroy(store_key(self._sid))
             record = None
         if record is None:
             # An ID we do not have is never adopted: the session starts afresh
             # and gets a new ID if it is saved.
-            security_log.info("session %s is unknown or expired", log_tag(self._sid))
+            security_log.info(
+                "session %s is unknown or expired", log_tag(self._sid), extra={"security_event": "expired_replay"}
+            )
             self._sid = None
             self._stale_cookie = True
             self._resign = False
             return
         self._data = record.data
+        self._user_id = record.user_id
         self._created_at = record.created_at
         self._expires_at = record.expires_at
         self._exists = True
@@ -261,10 +306,20 @@ class Session(MutableMapping[str, Any]):
             for key, value in values.items():
                 _json.check_json(key, value)
         expires_at = self._expiry(now)
-        update = Update(set=values, delete=frozenset(self._deleted), expires_at=expires_at, created_at=created_at)
+        update = Update(
+            set=values,
+            delete=frozenset(self._deleted),
+            expires_at=expires_at,
+            created_at=created_at,
+            user_id=self._user_id if self._bind_user or created_at is not None else None,
+        )
         store = self._settings.store
         if not store.save(store_key(self._sid), update):
-            security_log.warning("save of session %s dropped: it was destroyed by another request", log_tag(self._sid))
+            security_log.warning(
+                "save of session %s dropped: it was destroyed by another request",
+                log_tag(self._sid),
+                extra={"security_event": "resurrection_attempt"},
+            )
             self._reset(stale_cookie=False)
             return
         self._exists = True
@@ -274,6 +329,7 @@ class Session(MutableMapping[str, Any]):
         self._snapshots.clear()
         self._force_save = False
         self._cleared = False
+        self._bind_user = False
         for dead in self._dead_ids:
             store.destroy(store_key(dead))
         self._dead_ids.clear()
@@ -327,6 +383,8 @@ class Session(MutableMapping[str, Any]):
         self._touched = False
         self._resign = False
         self._stale_cookie = stale_cookie
+        self._user_id = None
+        self._bind_user = False
 
     def reload(self) -> None:
         """Discard this request's unsaved changes and read the session again from the store."""
@@ -346,8 +404,92 @@ class Session(MutableMapping[str, Any]):
             self._expires_at = expires_at
             self._touched = True
         else:
-            security_log.info("touch of session %s found it gone", log_tag(self._sid))
+            security_log.info(
+                "touch of session %s found it gone",
+                log_tag(self._sid),
+                extra={"security_event": "resurrection_attempt"},
+            )
             self._reset(stale_cookie=True)
+
+    # -- users ---------------------------------------------------------------------------
+
+    @property
+    def user_id(self) -> str | None:
+        """The user this session is bound to by :meth:`login`, or ``None``."""
+        self._load()
+        return self._user_id
+
+    def login(self, user_id: str | int) -> None:
+        """Bind the session to *user_id*, with a new session ID and a new CSRF token.
+
+        The ID changes (see :meth:`regenerate`) so that an ID planted before
+        login is worthless; the store indexes the session under the user, for
+        :meth:`other_sessions` and ``store.destroy_user()``.
+        """
+        if type(user_id) is int:
+            user_id = str(user_id)
+        if type(user_id) is not str or not user_id or not user_id.isprintable():
+            raise TypeError("login() takes a non-empty str (or int) user ID of printable text")
+        try:
+            user_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise TypeError("login() takes a user ID of Unicode text (no lone surrogates)") from None
+        self.regenerate()
+        self._user_id = user_id
+        self._bind_user = True
+        self.new_csrf_token()
+        if self._user_agent:
+            self[USER_AGENT_KEY] = self._user_agent[:_MAX_USER_AGENT]
+
+    def _user_index(self) -> UserIndex:
+        store = self._settings.store
+        if not isinstance(store, UserIndex):
+            raise WSGISessionError(f"{type(store).__name__} keeps no index of users' sessions")
+        return store
+
+    def _others(self) -> list[tuple[str, Record]]:
+        self._load()
+        if self._user_id is None:
+            return []
+        mine = store_key(self._sid) if self._sid is not None else None
+        return [(key, record) for key, record in self._user_index().sessions_of(self._user_id) if key != mine]
+
+    def other_sessions(self) -> list[SessionInfo]:
+        """The same user's other live sessions (other browsers and devices), oldest first.
+
+        Empty when the session is not bound to a user. ``last_seen`` is when
+        that session was last saved or touched.
+        """
+        ttl = self._settings.ttl
+        infos = []
+        for key, record in self._others():
+            agent = record.data.get(USER_AGENT_KEY)
+            infos.append(
+                SessionInfo(
+                    handle=_handle(key),
+                    created_at=record.created_at,
+                    last_seen=max(record.created_at, min(_clock.now(), record.expires_at - ttl)),
+                    expires_at=record.expires_at,
+                    user_agent=agent if type(agent) is str else None,
+                )
+            )
+        return infos
+
+    def end_other_sessions(self) -> int:
+        """End every other session of this user ("log out other devices"); return how many."""
+        store = self._settings.store
+        others = self._others()
+        for key, _ in others:
+            store.destroy(key)
+        return len(others)
+
+    def end_session(self, handle: str) -> bool:
+        """End one of this user's other sessions, named by its :attr:`SessionInfo.handle`."""
+        for key, _ in self._others():
+            if hmac.compare_digest(_handle(key).encode(), str(handle).encode("utf-8", "surrogateescape")):
+                self._settings.store.destroy(key)
+                return True
+        return False
 
     # -- helpers for web apps ---------------------------------------------------------------
 

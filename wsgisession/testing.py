@@ -27,7 +27,7 @@ import pytest
 
 from . import _clock
 from .ids import new_id, store_key
-from .stores.base import Store, Update
+from .stores.base import Store, Update, UserIndex
 
 __all__ = ["Clock", "StoreContract"]
 
@@ -282,3 +282,118 @@ class StoreContract:
     def test_close_is_idempotent(self, store: Store) -> None:
         store.close()
         store.close()
+
+    # -- the user index ------------------------------------------------------------------
+
+    #: How many logins the churn test makes and lets expire.
+    user_churn = 10_000
+
+    @pytest.fixture
+    def users(self, store: Store) -> UserIndex:
+        if not isinstance(store, UserIndex):
+            pytest.skip(f"{type(store).__name__} has no user index (sessions_of, destroy_user, count)")
+        return store
+
+    @staticmethod
+    def bind(store: Store, clock: Clock, user: str, ttl: float = 600, **data: Any) -> str:
+        key = _key()
+        now = clock()
+        assert store.save(key, Update(set=data, expires_at=now + ttl, created_at=now, user_id=user))
+        return key
+
+    def test_sessions_of_lists_a_users_live_sessions(self, store: Store, users: UserIndex, clock: Clock) -> None:
+        alice = []
+        for device in ("phone", "laptop", "tablet"):
+            alice.append(self.bind(store, clock, "alice", device=device))
+            clock.advance(1)
+        self.bind(store, clock, "bob", device="phone")
+        self.create(store, clock, {"anonymous": True})
+        found = users.sessions_of("alice")
+        assert [k for k, _ in found] == alice
+        assert [r.data["device"] for _, r in found] == ["phone", "laptop", "tablet"]
+        assert all(r.user_id == "alice" for _, r in found)
+        assert users.sessions_of("carol") == []
+        record = store.load(alice[0])
+        assert record is not None
+        assert record.user_id == "alice"
+
+    def test_binding_an_existing_session(self, store: Store, users: UserIndex, clock: Clock) -> None:
+        key = self.create(store, clock, {"cart": [1]})
+        loaded = store.load(key)
+        assert loaded is not None
+        assert loaded.user_id is None
+        assert store.save(key, Update(set={"user": "alice"}, expires_at=clock() + 60, user_id="alice"))
+        assert [k for k, _ in users.sessions_of("alice")] == [key]
+        store.save(key, Update(set={"x": 1}, expires_at=clock() + 60))
+        assert [k for k, _ in users.sessions_of("alice")] == [key], "an update without user_id keeps the binding"
+
+    def test_rebinding_moves_a_session(self, store: Store, users: UserIndex, clock: Clock) -> None:
+        key = self.bind(store, clock, "alice")
+        store.save(key, Update(expires_at=clock() + 60, user_id="bob"))
+        assert users.sessions_of("alice") == []
+        assert [k for k, _ in users.sessions_of("bob")] == [key]
+
+    def test_destroyed_and_expired_sessions_are_not_listed(
+        self, store: Store, users: UserIndex, clock: Clock
+    ) -> None:
+        gone = self.bind(store, clock, "alice")
+        short = self.bind(store, clock, "alice", ttl=10)
+        live = self.bind(store, clock, "alice", ttl=1000)
+        store.destroy(gone)
+        clock.advance(11)
+        assert [k for k, _ in users.sessions_of("alice")] == [live]
+        assert store.load(short) is None
+
+    def test_destroy_user_ends_every_session_of_that_user_only(
+        self, store: Store, users: UserIndex, clock: Clock
+    ) -> None:
+        alice = [self.bind(store, clock, "alice") for _ in range(3)]
+        self.bind(store, clock, "alice", ttl=5)
+        bob = self.bind(store, clock, "bob")
+        anonymous = self.create(store, clock, {"a": 1})
+        clock.advance(6)
+        assert users.destroy_user("alice") == 3
+        assert all(store.load(k) is None for k in alice)
+        assert users.sessions_of("alice") == []
+        assert store.load(bob) is not None
+        assert store.load(anonymous) is not None
+        assert users.destroy_user("alice") == 0
+        assert users.destroy_user("nobody") == 0
+
+    def test_a_destroyed_users_session_is_not_resurrected(
+        self, store: Store, users: UserIndex, clock: Clock
+    ) -> None:
+        key = self.bind(store, clock, "alice")
+        users.destroy_user("alice")
+        assert store.save(key, Update(set={"late": 1}, expires_at=clock() + 60)) is False
+        assert users.sessions_of("alice") == []
+
+    def test_count_counts_live_sessions(self, store: Store, users: UserIndex, clock: Clock) -> None:
+        for _ in range(3):
+            self.create(store, clock, {}, ttl=1000)
+        self.bind(store, clock, "alice", ttl=1000)
+        self.create(store, clock, {}, ttl=5)
+        clock.advance(6)
+        assert users.count() == 4
+
+    @pytest.mark.parametrize("user", ["user@example.com", "../../etc", "' OR 1=1--", "ü", "a" * 300, "*", "{x}"])
+    def test_user_ids_are_opaque_text(self, store: Store, users: UserIndex, clock: Clock, user: str) -> None:
+        key = self.bind(store, clock, user)
+        self.bind(store, clock, "other")
+        assert [k for k, _ in users.sessions_of(user)] == [key]
+        assert users.destroy_user(user) == 1
+        assert [len(users.sessions_of("other"))] == [1]
+
+    def test_index_stays_the_size_of_the_live_set(self, store: Store, users: UserIndex, clock: Clock) -> None:
+        index_size = getattr(store, "index_size", None)
+        for i in range(self.user_churn):
+            key = self.bind(store, clock, f"user{i % 50}", ttl=10)
+            if i % 3 == 0:
+                store.destroy(key)
+        live = [self.bind(store, clock, f"user{i}", ttl=1000) for i in range(5)]
+        clock.advance(11)
+        store.prune()
+        assert sum(len(users.sessions_of(f"user{i}")) for i in range(50)) == len(live)
+        assert users.count() == len(live)
+        if index_size is not None:
+            assert index_size() == len(live)

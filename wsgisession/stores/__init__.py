@@ -6,11 +6,11 @@ from importlib import import_module
 from typing import Any
 
 from ..errors import ConfigurationError
-from .base import Record, Store, Update
+from .base import Record, Store, Update, UserIndex
 from .memory import MemoryStore
 from .sqlite import SQLiteStore
 
-__all__ = ["MemoryStore", "Record", "SQLiteStore", "Store", "Update", "from_url"]
+__all__ = ["MemoryStore", "Record", "SQLiteStore", "Store", "Update", "UserIndex", "from_url"]
 
 # scheme -> (module, class, the extra that installs its client library)
 _SCHEMES: dict[str, tuple[str, str, str | None]] = {

@@ -44,6 +44,8 @@ class Record:
     data: dict[str, Any]
     created_at: float
     expires_at: float
+    #: The user the session is bound to (:meth:`Session.login`), or ``None``.
+    user_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +57,15 @@ class Update:
     (epoch seconds). ``created_at`` is set only when the session is new: the
     store then creates the record if it does not exist. When it is ``None`` the
     record must already exist and be live, or nothing is written.
+    ``user_id``, when set, binds the record to that user (see
+    :class:`UserIndex`); ``None`` leaves the binding as it is.
     """
 
     set: Mapping[str, Any] = field(default_factory=dict)
     delete: frozenset[str] = frozenset()
     expires_at: float = 0.0
     created_at: float | None = None
+    user_id: str | None = None
 
     def apply(self, data: dict[str, Any]) -> dict[str, Any]:
         """Apply these changes to *data* in place and return it."""
@@ -96,6 +101,28 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections and files. The store may not be used afterwards."""
+        ...
+
+
+@runtime_checkable
+class UserIndex(Protocol):
+    """A store that can find a user's sessions without scanning them all.
+
+    Every built-in store is one. The index follows the records: a session
+    destroyed, expired or pruned is never returned, and pruning removes its
+    index entry, so the index stays the size of the live set.
+    """
+
+    def sessions_of(self, user_id: str) -> list[tuple[str, Record]]:
+        """The live records bound to *user_id*, as ``(key, record)`` pairs, oldest first."""
+        ...
+
+    def destroy_user(self, user_id: str) -> int:
+        """Delete every record bound to *user_id*; return how many live ones there were."""
+        ...
+
+    def count(self) -> int:
+        """How many live records the store holds."""
         ...
 
 

@@ -5,17 +5,27 @@ Layout of the store directory::
     <64 hex digits>       one session record (the key is already a hash of the ID)
     .tmp-<random>         a record being written; renamed over the record when complete
     .locks/<xx>.lock      256 lock files, one per first byte of the key
+    .users/<sha256>/<key> the user index: an empty marker per session bound to the
+                          user whose ID hashes to <sha256> (created on first login)
 
 Reads take no lock: a record is only ever replaced whole by ``os.replace``, so a
 reader sees the old file or the new one, never a mix. Writes (save, touch,
 destroy, prune) take an exclusive lock on the key's lock file, so a save
 applies its changes to the record as it is *now*, even across processes.
+
+The record is the truth and a marker only a pointer to it: a binding save
+makes the marker durable *before* it writes the bound record, and a destroy
+makes the record's deletion durable *before* it removes the marker. A crash
+can thus leave a marker without a live record (which sessions_of() and prune()
+remove) but never a live bound record without its marker, which would hide the
+session from ``destroy_user()``.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import math
 import os
 import secrets
@@ -34,6 +44,10 @@ from .base import Record, Update, log, security_log, valid_key
 
 _TMP_PREFIX = ".tmp-"
 _LOCK_DIR = ".locks"
+_USERS_DIR = ".users"
+#: A binding save retries this often when destroy_user() or prune() removes the
+#: (empty) user directory between its mkdir and its marker's creation.
+_MARKER_ATTEMPTS = 5
 #: A temp file whose inode has not changed for this long belongs to a writer
 #: that died between creating it and renaming it; prune() removes it.
 _STALE_TMP_AGE = 3600.0
@@ -99,6 +113,7 @@ class FileStore:
             raise ConfigurationError("FileStore path contains a NUL character")
         self._dir = directory
         self._lock_dir = os.path.join(directory, _LOCK_DIR)
+        self._users_dir = os.path.join(directory, _USERS_DIR)
         self._lock_timeout = float(lock_timeout)
         self._reset_thread_locks()
         self._prepare_directory()
@@ -179,16 +194,24 @@ class FileStore:
         """
         if not valid_key(key):
             raise ValueError("not a store key")
+        if update.user_id is not None:
+            _check_user(update.user_id)
         with self._locked(key):
             current = self._read(key)
             if isinstance(current, Record) and current.expires_at > _clock.now():
-                data, created_at = current.data, current.created_at
+                data, created_at, user_id = current.data, current.created_at, current.user_id
             elif update.created_at is not None:
-                data, created_at = {}, update.created_at
+                data, created_at, user_id = {}, update.created_at, None
             else:
                 log.info("save dropped: the session was destroyed or expired meanwhile")
                 return False
-            self._write(key, Record(update.apply(data), created_at, update.expires_at))
+            if update.user_id is not None:
+                user_id = update.user_id
+                self._add_marker(user_id, key)
+            self._write(key, Record(update.apply(data), created_at, update.expires_at, user_id))
+            previous = current.user_id if isinstance(current, Record) else None
+            if previous is not None and previous != user_id:
+                self._remove_marker(previous, key)
         return True
 
     def touch(self, key: str, expires_at: float) -> bool:
@@ -212,21 +235,22 @@ class FileStore:
         if not valid_key(key):
             return
         with self._locked(key):
-            try:
-                os.unlink(os.path.join(self._dir, key))
-            except FileNotFoundError:
+            current = self._read(key)
+            if not self._unlink_record(key):
                 return
-            except OSError as exc:
-                raise self._error("could not delete a session file", exc) from exc
-            # A logout must survive a power cut: make the unlink itself durable.
+            # A logout must survive a power cut: make the unlink itself durable
+            # (and do so before the marker goes, see the module's docstring).
             self._sync_dir()
+            if isinstance(current, Record) and current.user_id is not None:
+                self._remove_marker(current.user_id, key)
 
     def prune(self) -> int:
         """Delete every expired record; return how many were deleted.
 
         Also deletes records that cannot be read back (counted, and logged as
-        security events) once their expiry hint has passed, and temporary
-        files left by a writer that crashed more than an hour ago (not
+        security events) once their expiry hint has passed, temporary files
+        left by a writer that crashed more than an hour ago, and user index
+        markers whose record is gone, expired or bound to someone else (not
         counted). Each candidate is re-checked under its lock, so a record
         that a concurrent save has just refreshed is kept.
         """
@@ -244,7 +268,198 @@ class FileStore:
             raise self._error("could not list the store directory", exc) from exc
         if removed:
             self._sync_dir()
+        self._prune_index()
         return removed
+
+    # -- the user index ---------------------------------------------------------
+
+    def sessions_of(self, user_id: str) -> list[tuple[str, Record]]:
+        """The live records bound to *user_id*, oldest first.
+
+        Lists the user's index directory and reads those records only, never
+        the whole store. Markers whose record is gone, expired or bound to
+        someone else are removed.
+        """
+        _check_user(user_id)
+        now = _clock.now()
+        found: list[tuple[str, Record]] = []
+        for key in self._markers(self._user_dir(user_id)):
+            record = self._read(key)
+            if isinstance(record, Record) and record.user_id == user_id and record.expires_at > now:
+                found.append((key, record))
+            else:
+                self._remove_stale_marker(user_id, key)
+        found.sort(key=lambda item: item[1].created_at)
+        return found
+
+    def destroy_user(self, user_id: str) -> int:
+        """Delete every record bound to *user_id*, durably; return how many live ones there were."""
+        _check_user(user_id)
+        user_dir = self._user_dir(user_id)
+        keys = self._markers(user_dir)
+        live = 0
+        deleted = False
+        for key in keys:
+            with self._locked(key):
+                current = self._read(key)
+                if isinstance(current, Record) and current.user_id == user_id and self._unlink_record(key):
+                    deleted = True
+                    live += int(current.expires_at > _clock.now())
+        if deleted:
+            self._sync_dir()
+        # Only now that the deletions are durable may the markers go.
+        for key in keys:
+            self._remove_stale_marker(user_id, key)
+        self._remove_user_dir(user_dir)
+        return live
+
+    def count(self) -> int:
+        """How many live records the store holds (a scan of the store directory).
+
+        A record whose mtime (its expiry hint) is still ahead is counted
+        without being read; the others are read to be sure.
+        """
+        now = _clock.now()
+        total = 0
+        try:
+            with os.scandir(self._dir) as entries:
+                for entry in entries:
+                    if not valid_key(entry.name):
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if not stat.S_ISREG(st.st_mode):
+                        continue
+                    if st.st_mtime > now:
+                        total += 1
+                    else:
+                        record = self._read(entry.name)
+                        total += int(isinstance(record, Record) and record.expires_at > now)
+        except OSError as exc:
+            raise self._error("could not list the store directory", exc) from exc
+        return total
+
+    def index_size(self) -> int:
+        """How many markers the user index holds, stale ones included (for tests and diagnostics)."""
+        return sum(len(self._markers(user_dir)) for user_dir in self._user_dirs())
+
+    def _user_dir(self, user_id: str) -> str:
+        # The ID is arbitrary text ("../../etc", 300 characters, NUL): its
+        # digest is always a safe, fixed-length name.
+        return os.path.join(self._users_dir, hashlib.sha256(user_id.encode("utf-8")).hexdigest())
+
+    def _user_dirs(self) -> list[str]:
+        try:
+            with os.scandir(self._users_dir) as entries:
+                return [e.path for e in entries if valid_key(e.name) and e.is_dir(follow_symlinks=False)]
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise self._error("could not list the user index", exc) from exc
+
+    def _markers(self, user_dir: str) -> list[str]:
+        try:
+            return [name for name in os.listdir(user_dir) if valid_key(name)]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise self._error("could not list the user index", exc) from exc
+
+    def _add_marker(self, user_id: str, key: str) -> None:
+        """Create *key*'s marker for *user_id*, durably. Called under the key's lock."""
+        user_dir = self._user_dir(user_id)
+        marker = os.path.join(user_dir, key)
+        for _ in range(_MARKER_ATTEMPTS):
+            try:
+                made_root, made_dir = self._make_user_dir(user_dir)
+                try:
+                    fd = os.open(marker, os.O_WRONLY | os.O_CREAT | _OPEN_FLAGS, 0o600)
+                except FileNotFoundError:
+                    continue  # a destroy_user() or prune() removed the empty directory meanwhile
+                os.close(fd)
+                # The marker must be on disk before the record that needs it.
+                # A directory a concurrent save created is flushed by that
+                # save; the ones made here are flushed here.
+                self._sync_dir(user_dir)
+                if made_dir:
+                    self._sync_dir(self._users_dir)
+                if made_root:
+                    self._sync_dir()
+                return
+            except OSError as exc:
+                raise self._error("could not add a session to the user index", exc) from exc
+        raise StoreError(
+            f"FileStore at {self._dir}: could not add a session to the user index: directory kept vanishing"
+        )
+
+    def _make_user_dir(self, user_dir: str) -> tuple[bool, bool]:
+        made_root = False
+        try:
+            os.mkdir(self._users_dir, 0o700)
+            made_root = True
+        except FileExistsError:
+            pass
+        try:
+            os.mkdir(user_dir, 0o700)
+        except FileExistsError:
+            return made_root, False
+        return made_root, True
+
+    def _remove_marker(self, user_id: str, key: str) -> None:
+        # A marker left behind is harmless (the next listing or prune removes
+        # it), so failing here must not fail a save or destroy that succeeded.
+        try:
+            os.unlink(os.path.join(self._user_dir(user_id), key))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("FileStore at %s: could not remove a user index marker: %s", self._dir, _describe(exc))
+
+    def _remove_stale_marker(self, user_id: str, key: str) -> None:
+        # Under the key's lock, re-checked: a save binding this key holds the
+        # lock from creating the marker until its record is written.
+        with self._locked(key):
+            current = self._read(key)
+            if not (isinstance(current, Record) and current.user_id == user_id and current.expires_at > _clock.now()):
+                self._remove_marker(user_id, key)
+
+    def _remove_user_dir(self, user_dir: str) -> None:
+        # Only ever an empty one: a save that has just put a marker in it makes
+        # this fail with ENOTEMPTY, and one that is about to finds it gone and
+        # makes it again.
+        try:
+            os.rmdir(user_dir)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                log.warning("FileStore at %s: could not remove an empty user directory: %s", self._dir, _describe(exc))
+
+    def _prune_index(self) -> None:
+        now = _clock.now()
+        for user_dir in self._user_dirs():
+            digest = os.path.basename(user_dir)
+            for key in self._markers(user_dir):
+                if self._bound_to(self._read(key), digest, now):
+                    continue
+                with self._locked(key):
+                    if not self._bound_to(self._read(key), digest, _clock.now()):
+                        try:
+                            os.unlink(os.path.join(user_dir, key))
+                        except FileNotFoundError:
+                            pass
+                        except OSError as exc:
+                            raise self._error("could not remove a user index marker", exc) from exc
+            self._remove_user_dir(user_dir)
+
+    @staticmethod
+    def _bound_to(record: Record | object | None, digest: str, now: float) -> bool:
+        return (
+            isinstance(record, Record)
+            and record.user_id is not None
+            and record.expires_at > now
+            and hashlib.sha256(record.user_id.encode("utf-8")).hexdigest() == digest
+        )
 
     def close(self) -> None:
         """Forget this store; safe to call twice. No descriptor stays open between calls, so nothing leaks."""
@@ -380,14 +595,21 @@ class FileStore:
             or type(doc.get("data")) is not dict
             or not _is_time(doc.get("created_at"))
             or not _is_time(doc.get("expires_at"))
+            or type(doc.get("user_id")) not in (str, type(None))
         ):
             return self._corrupt(key, "is not a session record")
-        return Record(doc["data"], float(doc["created_at"]), float(doc["expires_at"]))
+        return Record(doc["data"], float(doc["created_at"]), float(doc["expires_at"]), doc.get("user_id"))
 
     def _corrupt(self, key: str, why: str) -> object:
         # The key is a hash, not the ID; its first 12 digits find the file
         # without putting a full lookup key in the logs.
-        security_log.warning("FileStore %s: session file %s… %s; treated as absent", self._dir, key[:12], why)
+        security_log.warning(
+            "FileStore %s: session file %s… %s; treated as absent",
+            self._dir,
+            key[:12],
+            why,
+            extra={"security_event": "corrupt_record"},
+        )
         return _CORRUPT
 
     def _create_tmp(self) -> tuple[int, str]:
@@ -397,7 +619,10 @@ class FileStore:
         return fd, tmp
 
     def _write(self, key: str, record: Record) -> None:
-        text = _json.encode({"created_at": record.created_at, "expires_at": record.expires_at, "data": record.data})
+        doc: dict[str, Any] = {"created_at": record.created_at, "expires_at": record.expires_at, "data": record.data}
+        if record.user_id is not None:  # optional: records of anonymous sessions (and older ones) have none
+            doc["user_id"] = record.user_id
+        text = _json.encode(doc)
         payload = memoryview(text.encode("utf-8"))
         tmp: str | None = None
         fd = -1
@@ -426,11 +651,11 @@ class FileStore:
                 _unlink_quietly(tmp)
         self._sync_dir()
 
-    def _sync_dir(self) -> None:
+    def _sync_dir(self, path: str | None = None) -> None:
         # Renames and unlinks are directory entries: they are durable only once
         # the directory itself is flushed.
         try:
-            fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = os.open(self._dir if path is None else path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
                 os.fsync(fd)
             except OSError as exc:
@@ -456,12 +681,20 @@ class FileStore:
             current = self._read(key)
             if current is None or (isinstance(current, Record) and current.expires_at > _clock.now()):
                 return False
-            try:
-                os.unlink(entry.path)
-            except FileNotFoundError:
+            if not self._unlink_record(key):
                 return False
-            except OSError as exc:
-                raise self._error("could not delete a session file", exc) from exc
+            # Expired, so it can never come back live: its marker may go at once.
+            if isinstance(current, Record) and current.user_id is not None:
+                self._remove_marker(current.user_id, key)
+        return True
+
+    def _unlink_record(self, key: str) -> bool:
+        try:
+            os.unlink(os.path.join(self._dir, key))
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise self._error("could not delete a session file", exc) from exc
         return True
 
     def _remove_stale_tmp(self, entry: os.DirEntry[str], now: float) -> None:
@@ -491,6 +724,15 @@ def _describe(exc: OSError) -> str:
         return type(exc).__name__
     name = errno.errorcode.get(exc.errno, str(exc.errno))
     return f"{exc.strerror or os.strerror(exc.errno)} ({name})"
+
+
+def _check_user(user_id: str) -> None:
+    if type(user_id) is not str:
+        raise TypeError(f"a user ID must be a str, not {type(user_id).__name__}")
+    try:
+        user_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a user ID with a lone surrogate is not Unicode text") from None
 
 
 def _is_time(value: object) -> bool:

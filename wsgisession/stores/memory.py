@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from typing import NamedTuple
 
 from .. import _clock, _json
 from .base import Record, Update, log, security_log, valid_key
@@ -12,6 +13,13 @@ from .base import Record, Update, log, security_log, valid_key
 #: Expired records are swept after this many writes, so memory stays bounded
 #: by the live set even when nobody calls prune().
 _SWEEP_EVERY = 1000
+
+
+class _Entry(NamedTuple):
+    text: str
+    created_at: float
+    expires_at: float
+    user_id: str | None
 
 
 class MemoryStore:
@@ -29,7 +37,8 @@ class MemoryStore:
     single_process = True
 
     def __init__(self) -> None:
-        self._records: dict[str, tuple[str, float, float]] = {}
+        self._records: dict[str, _Entry] = {}
+        self._users: dict[str, set[str]] = {}
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._warned = False
@@ -48,20 +57,25 @@ class MemoryStore:
                 stacklevel=3,
             )
 
+    @staticmethod
+    def _record(entry: _Entry) -> Record | None:
+        try:
+            data = _json.decode(entry.text)
+            if type(data) is not dict:
+                raise ValueError("not an object")
+        except ValueError:
+            security_log.warning(
+                "corrupt session record in MemoryStore treated as absent", extra={"security_event": "corrupt_record"}
+            )
+            return None
+        return Record(data, entry.created_at, entry.expires_at, entry.user_id)
+
     def load(self, key: str) -> Record | None:
         self._check_process()
         entry = self._records.get(key)
-        if entry is None:
+        if entry is None or entry.expires_at <= _clock.now():
             return None
-        text, created_at, expires_at = entry
-        if expires_at <= _clock.now():
-            return None
-        try:
-            data = _json.decode(text)
-        except ValueError:
-            security_log.warning("corrupt session record in MemoryStore treated as absent")
-            return None
-        return Record(data, created_at, expires_at)
+        return self._record(entry)
 
     def save(self, key: str, update: Update) -> bool:
         self._check_process()
@@ -69,16 +83,20 @@ class MemoryStore:
             raise ValueError("not a store key")
         with self._lock:
             entry = self._records.get(key)
-            if entry is not None and entry[2] > _clock.now():
-                data = _json.decode(entry[0])
-                created_at = entry[1]
+            current = self._record(entry) if entry is not None and entry.expires_at > _clock.now() else None
+            if current is not None:
+                data, created_at, user_id = current.data, current.created_at, current.user_id
             elif update.created_at is not None:
-                data = {}
-                created_at = update.created_at
+                self._remove_locked(key)
+                data, created_at, user_id = {}, update.created_at, None
             else:
                 log.info("save dropped: the session was destroyed or expired meanwhile")
                 return False
-            self._records[key] = (_json.encode(update.apply(data)), created_at, update.expires_at)
+            if update.user_id is not None and update.user_id != user_id:
+                self._unindex(key, user_id)
+                user_id = update.user_id
+                self._users.setdefault(user_id, set()).add(key)
+            self._records[key] = _Entry(_json.encode(update.apply(data)), created_at, update.expires_at, user_id)
             self._writes += 1
             if self._writes % _SWEEP_EVERY == 0:
                 self._prune_locked()
@@ -87,14 +105,31 @@ class MemoryStore:
     def touch(self, key: str, expires_at: float) -> bool:
         with self._lock:
             entry = self._records.get(key)
-            if entry is None or entry[2] <= _clock.now():
+            if entry is None or entry.expires_at <= _clock.now():
                 return False
-            self._records[key] = (entry[0], entry[1], expires_at)
+            self._records[key] = entry._replace(expires_at=expires_at)
         return True
 
     def destroy(self, key: str) -> None:
         with self._lock:
-            self._records.pop(key, None)
+            self._remove_locked(key)
+
+    def _remove_locked(self, key: str) -> bool:
+        """Remove *key* and its index entry; return whether it was live."""
+        entry = self._records.pop(key, None)
+        if entry is None:
+            return False
+        self._unindex(key, entry.user_id)
+        return entry.expires_at > _clock.now()
+
+    def _unindex(self, key: str, user_id: str | None) -> None:
+        if user_id is None:
+            return
+        keys = self._users.get(user_id)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._users[user_id]
 
     def prune(self) -> int:
         with self._lock:
@@ -102,11 +137,42 @@ class MemoryStore:
 
     def _prune_locked(self) -> int:
         cutoff = _clock.now()
-        dead = [k for k, (_, _, expires_at) in self._records.items() if expires_at <= cutoff]
+        dead = [k for k, entry in self._records.items() if entry.expires_at <= cutoff]
         for k in dead:
-            del self._records[k]
+            self._remove_locked(k)
         return len(dead)
+
+    # -- the user index ------------------------------------------------------------
+
+    def sessions_of(self, user_id: str) -> list[tuple[str, Record]]:
+        """The live records bound to *user_id*, oldest first."""
+        now = _clock.now()
+        with self._lock:
+            entries = [(k, self._records[k]) for k in self._users.get(user_id, ())]
+        found = []
+        for key, entry in entries:
+            if entry.expires_at > now:
+                record = self._record(entry)
+                if record is not None:
+                    found.append((key, record))
+        found.sort(key=lambda item: item[1].created_at)
+        return found
+
+    def destroy_user(self, user_id: str) -> int:
+        """Delete every record bound to *user_id*; return how many were live."""
+        with self._lock:
+            return sum(self._remove_locked(k) for k in list(self._users.get(user_id, ())))
+
+    def count(self) -> int:
+        """How many live records the store holds."""
+        now = _clock.now()
+        return sum(1 for entry in list(self._records.values()) if entry.expires_at > now)
+
+    def index_size(self) -> int:
+        """How many entries the user index holds (for tests and diagnostics)."""
+        return sum(len(keys) for keys in self._users.values())
 
     def close(self) -> None:
         with self._lock:
             self._records.clear()
+            self._users.clear()

@@ -53,10 +53,15 @@ class PostgresStore:
 
     One row per session: ``key`` (primary key), ``data`` (a ``jsonb`` object
     mapping each top-level session key to its value as JSON text), ``created_at``
-    and ``expires_at`` (epoch seconds) and ``user_id``. A save is one statement
-    that merges the changed keys into the row as it is now (``data - deleted ||
-    set``), so concurrent requests changing different keys both land, and an
-    update never recreates a destroyed or expired session.
+    and ``expires_at`` (epoch seconds) and ``user_id`` (the user the session is
+    bound to; indexed, so a user's sessions are found without a scan). A save
+    is one statement that merges the changed keys into the row as it is now
+    (``data - deleted || set``), so concurrent requests changing different
+    keys both land, and an update never recreates a destroyed or expired
+    session.
+
+    ``user_id`` holds the ID as it is, except that a backslash is doubled and
+    NUL (which ``text`` cannot hold) is written ``\\0``, as in data keys.
 
     Values are kept as JSON text inside the ``jsonb`` object because ``jsonb``
     itself cannot hold a ``\\u0000`` character and turns ``1e16`` into an
@@ -136,25 +141,41 @@ class PostgresStore:
         _instances.add(self)
 
         t = self._table
-        self._sql_load = sql.SQL("SELECT data::text, created_at, expires_at FROM {t} WHERE key = %s").format(t=t)
+        self._sql_load = sql.SQL("SELECT data::text, created_at, expires_at, user_id FROM {t} WHERE key = %s").format(
+            t=t
+        )
+        # A NULL user (the update binds no one) keeps the row's binding.
         self._sql_update = sql.SQL(
-            "UPDATE {t} SET data = (data - %(delete)s::text[]) || %(set)s::jsonb, expires_at = %(expires)s "
+            "UPDATE {t} SET data = (data - %(delete)s::text[]) || %(set)s::jsonb, expires_at = %(expires)s, "
+            "user_id = COALESCE(%(user)s::text, user_id) "
             "WHERE key = %(key)s AND expires_at > %(now)s"
         ).format(t=t)
         # On conflict with a live row, merge into it; with an expired one,
         # replace it wholesale, exactly as if it had been pruned first.
         self._sql_create = sql.SQL(
-            "INSERT INTO {t} AS s (key, data, created_at, expires_at) "
-            "VALUES (%(key)s, %(set)s::jsonb, %(created)s, %(expires)s) "
+            "INSERT INTO {t} AS s (key, data, created_at, expires_at, user_id) "
+            "VALUES (%(key)s, %(set)s::jsonb, %(created)s, %(expires)s, %(user)s::text) "
             "ON CONFLICT (key) DO UPDATE SET "
             "data = CASE WHEN s.expires_at > %(now)s "
             "THEN (s.data - %(delete)s::text[]) || EXCLUDED.data ELSE EXCLUDED.data END, "
             "created_at = CASE WHEN s.expires_at > %(now)s THEN s.created_at ELSE EXCLUDED.created_at END, "
-            "user_id = CASE WHEN s.expires_at > %(now)s THEN s.user_id END, "
+            "user_id = CASE WHEN s.expires_at > %(now)s THEN COALESCE(EXCLUDED.user_id, s.user_id) "
+            "ELSE EXCLUDED.user_id END, "
             "expires_at = EXCLUDED.expires_at"
         ).format(t=t)
         self._sql_touch = sql.SQL("UPDATE {t} SET expires_at = %s WHERE key = %s AND expires_at > %s").format(t=t)
         self._sql_destroy = sql.SQL("DELETE FROM {t} WHERE key = %s").format(t=t)
+        # The (user_id) index finds a user's rows without a scan.
+        self._sql_sessions_of = sql.SQL(
+            "SELECT key, data::text, created_at, expires_at, user_id FROM {t} "
+            "WHERE user_id = %s AND expires_at > %s ORDER BY created_at, key"
+        ).format(t=t)
+        self._sql_destroy_user = sql.SQL(
+            "WITH gone AS (DELETE FROM {t} WHERE user_id = %s RETURNING expires_at) "
+            "SELECT count(*) FROM gone WHERE expires_at > %s"
+        ).format(t=t)
+        self._sql_count = sql.SQL("SELECT count(*) FROM {t} WHERE expires_at > %s").format(t=t)
+        self._sql_index_size = sql.SQL("SELECT count(*) FROM {t} WHERE user_id IS NOT NULL").format(t=t)
         # ARRAY(...) runs the locking subquery exactly once; SKIP LOCKED lets
         # several processes prune at once, each taking rows the others did not.
         self._sql_prune = sql.SQL(
@@ -176,6 +197,7 @@ class PostgresStore:
             )
             for column in ("expires_at", "user_id")
         ]
+        self._sql_create_user_index = self._sql_create_indexes[1]
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -223,18 +245,25 @@ class PostgresStore:
         row = self._run("load", key, op)
         if row is None:
             return None
-        text, created_at, expires_at = row
+        text, created_at, expires_at, user_id = row
         if expires_at <= _clock.now():
             return None
+        return self._record(text, created_at, expires_at, user_id)
+
+    def _record(self, text: str, created_at: float, expires_at: float, user_id: str | None) -> Record | None:
         try:
             outer = _json.decode(text)
             if type(outer) is not dict:
                 raise ValueError("not an object")
             data = {_unescape(name): _json.decode(value) for name, value in outer.items()}
         except (ValueError, TypeError):
-            security_log.warning("corrupt session record in PostgresStore at %s treated as absent", self._where)
+            security_log.warning(
+                "corrupt session record in PostgresStore at %s treated as absent",
+                self._where,
+                extra={"security_event": "corrupt_record"},
+            )
             return None
-        return Record(data, created_at, expires_at)
+        return Record(data, created_at, expires_at, None if user_id is None else _unescape(user_id))
 
     def save(self, key: str, update: Update) -> bool:
         if not valid_key(key):
@@ -245,6 +274,7 @@ class PostgresStore:
             "delete": sorted(_escape(name) for name in update.delete),
             "expires": float(update.expires_at),
             "created": None if update.created_at is None else float(update.created_at),
+            "user": None if update.user_id is None else _user_param(update.user_id),
             "now": _clock.now(),
         }
         statement = self._sql_update if update.created_at is None else self._sql_create
@@ -299,6 +329,47 @@ class PostgresStore:
             if removed < batch_size:
                 return total
 
+    # -- the user index -------------------------------------------------------------
+
+    def sessions_of(self, user_id: str) -> list[tuple[str, Record]]:
+        """The live records bound to *user_id*, oldest first (an indexed lookup)."""
+        params = [_user_param(user_id), _clock.now()]
+
+        def op(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            return conn.execute(self._sql_sessions_of, params).fetchall()
+
+        found = []
+        for key, text, created_at, expires_at, bound in self._run("sessions_of", None, op):
+            record = self._record(text, created_at, expires_at, bound)
+            if record is not None:
+                found.append((key, record))
+        return found
+
+    def destroy_user(self, user_id: str) -> int:
+        """Delete every record bound to *user_id* in one statement; return how many live ones there were."""
+        params = [_user_param(user_id), _clock.now()]
+
+        def op(conn: psycopg.Connection[Any]) -> int:
+            row = conn.execute(self._sql_destroy_user, params).fetchone()
+            return 0 if row is None else int(row[0])
+
+        return self._run("destroy_user", None, op)
+
+    def count(self) -> int:
+        """How many live records the table holds."""
+        return self._count("count", self._sql_count, [_clock.now()])
+
+    def index_size(self) -> int:
+        """How many rows are bound to a user, expired ones included until pruned (for tests and diagnostics)."""
+        return self._count("index_size", self._sql_index_size, [])
+
+    def _count(self, action: str, statement: sql.Composed, params: list[Any]) -> int:
+        def op(conn: psycopg.Connection[Any]) -> int:
+            row = conn.execute(statement, params).fetchone()
+            return 0 if row is None else int(row[0])
+
+        return self._run(action, None, op)
+
     def close(self) -> None:
         """Close this store's pool; a pool you passed in stays open."""
         with self._lock:
@@ -349,7 +420,7 @@ class PostgresStore:
 
     def _ensure_table(self, conn: psycopg.Connection[Any]) -> None:
         # Checking first means a table made by a migration needs no CREATE privilege.
-        row = conn.execute("SELECT to_regclass(%s)", [self._table.as_string(conn)]).fetchone()
+        row = conn.execute(_SQL_TABLE_STATE, [self._table.as_string(conn)]).fetchone()
         if row is None or row[0] is None:
             with conn.transaction():
                 # CREATE ... IF NOT EXISTS is not safe against itself: two
@@ -358,7 +429,32 @@ class PostgresStore:
                 conn.execute(self._sql_create_table)
                 for statement in self._sql_create_indexes:
                     conn.execute(statement)
+        elif not row[1]:
+            self._add_user_index(conn)
         self._ready = True
+
+    def _add_user_index(self, conn: psycopg.Connection[Any]) -> None:
+        """Index ``user_id`` on a table made without that index (by a migration, or by hand).
+
+        Best effort: without it the store still works, but every lookup of a
+        user's sessions scans the table, so a failure is logged with the
+        statement to run, never raised.
+        """
+        statement = self._sql_create_user_index.as_string(conn)
+        try:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", [self._lock_id])
+                conn.execute(self._sql_create_user_index)
+        except (pgerr.InsufficientPrivilege, pgerr.QueryCanceled, pgerr.LockNotAvailable) as exc:
+            log.warning(
+                "PostgresStore: table %s has no index on user_id and it could not be created (%s); "
+                "finding a user's sessions will scan the whole table. Run: %s",
+                self.table,
+                _message(exc, None),
+                statement,
+            )
+        else:
+            log.info("PostgresStore: added the missing index on user_id to table %s", self.table)
 
     def _run(self, action: str, key: str | None, op: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Run *op* on a pooled connection, retrying once if that connection was dead."""
@@ -428,6 +524,26 @@ class PostgresStore:
             f"PostgresStore: no free connection to PostgreSQL at {self._where} within {pool.timeout:g}s "
             f"({action}); all {pool.max_size} of the pool's connections are busy"
         )
+
+
+# Whether the table exists, and whether it has a usable index led by user_id.
+_SQL_TABLE_STATE = (
+    "SELECT t.oid, EXISTS (SELECT 1 FROM pg_index i "
+    "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+    "WHERE i.indrelid = t.oid AND a.attname = 'user_id' AND i.indisvalid) "
+    "FROM (SELECT to_regclass(%s) AS oid) t"
+)
+
+
+def _user_param(user_id: str) -> str:
+    """*user_id* as the ``user_id`` column holds it: escaped like a data key, as ``text`` cannot hold NUL."""
+    if type(user_id) is not str:
+        raise TypeError(f"a user ID must be a str, not {type(user_id).__name__}")
+    try:
+        user_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a user ID with a lone surrogate is not Unicode text") from None
+    return _escape(user_id)
 
 
 # Every store, so that a forked child can drop the parent's pools before any

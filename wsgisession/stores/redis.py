@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Iterator
@@ -30,6 +31,14 @@ _SCHEMES = ("redis", "rediss", "unix")
 _DATA = b"d:"
 _CREATED = b"m:created"
 _EXPIRES = b"m:expires"
+_USER = b"m:user"
+_USER_EXPIRES = b"m:uexp"
+# A user's set of session keys lives at <prefix>u:<sha256 of the user ID>: the
+# ID is arbitrary text, its digest is safe in a key name (and in a SCAN
+# pattern), and "u:" keeps the name from ever looking like a session's key.
+_USER_SET = b"u:"
+# What sessions_of() reads for a hash a decode_responses=True client cannot decode.
+_UNDECODABLE: Any = object()
 # A connection that sat idle this long is PINGed before use, so one silently
 # dropped by a firewall or a failover is replaced instead of failing a request.
 _HEALTH_CHECK_INTERVAL = 30
@@ -40,21 +49,34 @@ _OOM_ERRORS: tuple[type[BaseException], ...] = tuple(
 )
 
 # Every script touches exactly one key, KEYS[1], so it runs on Redis Cluster
-# (all keys of a script must live in one slot) without any hash tag.
+# (all keys of a script must live in one slot) without any hash tag. The user
+# index spans two keys (a session's hash and its user's set), so it is kept by
+# follow-up commands, ordered so that a live bound session is never missing
+# from its user's set: at worst the set briefly holds a stale member, which
+# sessions_of(), destroy_user() and prune() remove.
 #
 # A record is live when its m:expires is later than the caller's clock (ARGV[1]).
 # Redis's own TTL removes it eventually; comparing m:expires as well makes the
 # record dead at the same instant for every store and for a test's patched clock.
 #
-# ARGV: now, expires_at, created_at ('' for an update), ttl_ms, n_delete,
-#       n_delete field names, then name/value pairs to set.
+# m:user holds the bound user (UTF-8); m:uexp the expiry (same clock) up to
+# which the user's set is known to live. A save or touch that moves the record's
+# expiry past m:uexp returns the user, and the caller extends the set's TTL.
+#
+# ARGV: now, expires_at, created_at ('' for an update), ttl_ms, bind ('1' or '0'),
+#       user, user set expiry to record, n_delete, n_delete field names, then
+#       name/value pairs to set.
+# Returns 0 when nothing was written, else {1, user to unindex, user to index}
+# (false for none): the user the record is no longer bound to (or no longer
+# live for), and the user whose set must hold the record and outlive it.
 _SAVE = """
 local key = KEYS[1]
 local stored = tonumber(redis.call('HGET', key, 'm:expires'))
 local live = stored ~= nil and stored > tonumber(ARGV[1])
-local ndel = tonumber(ARGV[5])
+local old = redis.call('HGET', key, 'm:user')
+local ndel = tonumber(ARGV[8])
 if live then
-  for i = 6, 5 + ndel do
+  for i = 9, 8 + ndel do
     redis.call('HDEL', key, ARGV[i])
   end
 else
@@ -65,20 +87,43 @@ else
   redis.call('DEL', key)
   redis.call('HSET', key, 'm:created', ARGV[3])
 end
-for i = 6 + ndel, #ARGV, 2 do
+for i = 9 + ndel, #ARGV, 2 do
   redis.call('HSET', key, ARGV[i], ARGV[i + 1])
 end
 redis.call('HSET', key, 'm:expires', ARGV[2])
-local ttl = tonumber(ARGV[4])
-if ttl > 0 then
-  redis.call('PEXPIRE', key, ttl)
-else
-  redis.call('DEL', key)
+local user = false
+if ARGV[5] == '1' then
+  user = ARGV[6]
+  redis.call('HSET', key, 'm:user', user)
+  if user ~= old then
+    redis.call('HDEL', key, 'm:uexp')
+  end
+elseif live then
+  user = old
 end
-return 1
+local ttl = tonumber(ARGV[4])
+if ttl <= 0 then
+  redis.call('DEL', key)
+  return {1, old, false}
+end
+redis.call('PEXPIRE', key, ttl)
+local unindex = false
+if old and old ~= user then
+  unindex = old
+end
+local index = false
+if user then
+  local uexp = tonumber(redis.call('HGET', key, 'm:uexp'))
+  if uexp == nil or uexp < tonumber(ARGV[2]) then
+    redis.call('HSET', key, 'm:uexp', ARGV[7])
+    index = user
+  end
+end
+return {1, unindex, index}
 """
 
-# ARGV: now, expires_at, ttl_ms. Data fields are left alone.
+# ARGV: now, expires_at, ttl_ms, user set expiry to record. Data fields are
+# left alone. Returns 0 or {1, user whose set must be extended, or false}.
 _TOUCH = """
 local key = KEYS[1]
 local stored = tonumber(redis.call('HGET', key, 'm:expires'))
@@ -86,11 +131,54 @@ if stored == nil or stored <= tonumber(ARGV[1]) then
   return 0
 end
 local ttl = tonumber(ARGV[3])
-if ttl > 0 then
-  redis.call('HSET', key, 'm:expires', ARGV[2])
-  redis.call('PEXPIRE', key, ttl)
-else
+if ttl <= 0 then
   redis.call('DEL', key)
+  return {1, false}
+end
+redis.call('HSET', key, 'm:expires', ARGV[2])
+redis.call('PEXPIRE', key, ttl)
+local user = redis.call('HGET', key, 'm:user')
+if user then
+  local uexp = tonumber(redis.call('HGET', key, 'm:uexp'))
+  if uexp == nil or uexp < tonumber(ARGV[2]) then
+    redis.call('HSET', key, 'm:uexp', ARGV[4])
+    return {1, user}
+  end
+end
+return {1, false}
+"""
+
+# Deletes the record; returns the user it was bound to, or false.
+_DESTROY = """
+local user = redis.call('HGET', KEYS[1], 'm:user')
+redis.call('DEL', KEYS[1])
+return user
+"""
+
+# ARGV: user, now. Deletes the record only if it is bound to that user:
+# returns 2 if it was live, 1 if it was already expired, 0 if left alone.
+_DESTROY_BOUND = """
+local key = KEYS[1]
+if redis.call('HGET', key, 'm:user') ~= ARGV[1] then
+  return 0
+end
+local stored = tonumber(redis.call('HGET', key, 'm:expires'))
+redis.call('DEL', key)
+if stored ~= nil and stored > tonumber(ARGV[2]) then
+  return 2
+end
+return 1
+"""
+
+# KEYS[1] is a user's set. ARGV: member, ttl_ms. Adds the member and makes the
+# set live at least ttl_ms (never shortens it: other sessions may need longer).
+# A comparison rather than PEXPIRE ... GT, which needs Redis 7.
+_INDEX_ADD = """
+redis.call('SADD', KEYS[1], ARGV[1])
+local ttl = tonumber(ARGV[2])
+local current = redis.call('PTTL', KEYS[1])
+if current < ttl then
+  redis.call('PEXPIRE', KEYS[1], ttl)
 end
 return 1
 """
@@ -119,6 +207,11 @@ class RedisStore:
     and ``m:expires``. Saves, touches and prunes run as Lua scripts on that one
     key, so they are atomic, two requests changing different keys both land, an
     update never recreates a destroyed session, and Redis Cluster works.
+
+    A session bound to a user (:meth:`Session.login`) also has ``m:user``, and
+    its key is a member of the user's set at ``<prefix>u:<sha256 of the user
+    ID>``, which lives at least as long as the user's sessions: that set is how
+    :meth:`sessions_of` and :meth:`destroy_user` find them without a SCAN.
 
     :param client_or_url: a ``redis://``, ``rediss://`` or ``unix://`` URL
         (default ``redis://127.0.0.1:6379/0``), or a redis-py client you made
@@ -176,6 +269,10 @@ class RedisStore:
         self._save_script = scripted.register_script(_SAVE)
         self._touch_script = scripted.register_script(_TOUCH)
         self._prune_script = scripted.register_script(_PRUNE)
+        self._destroy_script = scripted.register_script(_DESTROY)
+        self._destroy_bound_script = scripted.register_script(_DESTROY_BOUND)
+        self._index_add_script = scripted.register_script(_INDEX_ADD)
+        self._glob_prefix = _glob_escape(self._prefix_bytes)
         self._closed = False
 
     @classmethod
@@ -205,14 +302,26 @@ class RedisStore:
             except UnicodeDecodeError:
                 # Only a client with decode_responses=True gets here: the hash
                 # holds bytes that are not UTF-8, so it was not written by us.
-                security_log.warning("corrupt session record in RedisStore at %s treated as absent", self._where)
+                security_log.warning(
+                    "corrupt session record in RedisStore at %s treated as absent",
+                    self._where,
+                    extra={"security_event": "corrupt_record"},
+                )
                 return None
+        return self._record(fields)
+
+    def _record(self, fields: dict[Any, Any]) -> Record | None:
+        """The live record a hash's fields hold; ``None`` if empty, expired or corrupt (logged)."""
         if not fields:
             return None
         try:
             return self._decode(fields)
         except (ValueError, TypeError, UnicodeDecodeError):
-            security_log.warning("corrupt session record in RedisStore at %s treated as absent", self._where)
+            security_log.warning(
+                "corrupt session record in RedisStore at %s treated as absent",
+                self._where,
+                extra={"security_event": "corrupt_record"},
+            )
             return None
 
     def _decode(self, fields: dict[Any, Any]) -> Record | None:
@@ -229,18 +338,25 @@ class RedisStore:
         for name, value in raw.items():
             if name.startswith(_DATA):
                 data[name[len(_DATA) :].decode("utf-8")] = _json.decode(_as_bytes(value).decode("utf-8"))
-        return Record(data, created_at, expires_at)
+        user = raw.get(_USER)
+        user_id = None if user is None else _as_bytes(user).decode("utf-8")
+        return Record(data, created_at, expires_at, user_id)
 
     def save(self, key: str, update: Update) -> bool:
         if not valid_key(key):
             raise ValueError("not a store key")
+        user = None if update.user_id is None else _user_bytes(update.user_id)
         now = _clock.now()
+        ttl_ms = _ttl_ms(update.expires_at, now)
         deletes = [_DATA + name.encode("utf-8") for name in update.delete]
         args: list[bytes | str | int] = [
             repr(float(now)),
             repr(float(update.expires_at)),
             "" if update.created_at is None else repr(float(update.created_at)),
-            _ttl_ms(update.expires_at, now),
+            ttl_ms,
+            "0" if user is None else "1",
+            b"" if user is None else user,
+            repr(_index_expiry(update.expires_at, now)),
             len(deletes),
             *deletes,
         ]
@@ -248,48 +364,76 @@ class RedisStore:
             args.append(_DATA + name.encode("utf-8"))
             args.append(_json.encode(value).encode("utf-8"))
         with self._errors("save", key):
-            written = self._save_script(keys=[self._redis_key(key)], args=args)
-        if not int(written):
-            log.info("save dropped: the session was destroyed or expired meanwhile")
-            return False
+            if user is not None and ttl_ms > 0:
+                # Index first: a crash between the two leaves a stale member
+                # (cleaned later), never a bound session its user cannot find.
+                self._index_add(user, key, 2 * ttl_ms)
+            result = self._save_script(keys=[self._redis_key(key)], args=args)
+            if not isinstance(result, list):
+                if user is not None and ttl_ms > 0:
+                    self._unindex(user, [key])
+                log.info("save dropped: the session was destroyed or expired meanwhile")
+                return False
+            _, unindex, index = result
+            if unindex is not None:
+                self._unindex(_as_bytes(unindex), [key])
+            if index is not None:
+                self._index_add(_as_bytes(index), key, 2 * ttl_ms)
+            elif user is not None and ttl_ms <= 0:
+                self._unindex(user, [key])  # written and at once deleted: expired on arrival
         return True
 
     def touch(self, key: str, expires_at: float) -> bool:
         if not valid_key(key):
             return False
         now = _clock.now()
-        args = [repr(float(now)), repr(float(expires_at)), _ttl_ms(expires_at, now)]
+        ttl_ms = _ttl_ms(expires_at, now)
+        args = [repr(float(now)), repr(float(expires_at)), ttl_ms, repr(_index_expiry(expires_at, now))]
         with self._errors("touch", key):
-            touched = self._touch_script(keys=[self._redis_key(key)], args=args)
-        return bool(int(touched))
+            result = self._touch_script(keys=[self._redis_key(key)], args=args)
+            if not isinstance(result, list):
+                return False
+            if result[1] is not None:
+                self._index_add(_as_bytes(result[1]), key, 2 * ttl_ms)
+        return True
 
     def destroy(self, key: str) -> None:
         if not valid_key(key):
             return
         with self._errors("destroy", key):
-            self._client.delete(self._redis_key(key))
+            user = self._destroy_script(keys=[self._redis_key(key)])
+            if user is not None:
+                self._unindex(_as_bytes(user), [key])
 
     def prune(self) -> int:
         """Delete records whose ``m:expires`` has passed; return how many.
 
         Redis expires sessions by itself, so this usually returns 0: it only
         finds records whose TTL outlives their recorded expiry (a clock moved
-        forward, a TTL changed by hand). It SCANs every key under the prefix,
-        which is O(number of keys), so run it rarely, if at all.
+        forward, a TTL changed by hand). It also removes the user index's
+        entries for sessions that are gone, expired or bound to someone else
+        (uncounted). It SCANs every key under the prefix, which is
+        O(number of keys), so run it rarely, if at all.
         """
         now = repr(float(_clock.now()))
         removed = 0
         with self._errors("prune", None):
             keys: list[bytes] = []
-            for found in self._client.scan_iter(match=_glob_escape(self._prefix_bytes) + b"*", count=_PRUNE_SCAN_COUNT):
-                name = _as_bytes(found)
+            user_sets: list[bytes] = []
+            for name in self._scan(self._glob_prefix + b"*"):
                 # Other keys may share the prefix: only touch ones shaped like ours.
-                if valid_key(name[len(self._prefix_bytes) :].decode("ascii", "replace")):
+                if self._is_session_key(name):
                     keys.append(name)
+                elif self._is_user_set(name):
+                    user_sets.append(name)
                 if len(keys) >= _PRUNE_SCAN_COUNT:
                     removed += self._prune_batch(keys, now)
                     keys = []
+                if len(user_sets) >= _PRUNE_SCAN_COUNT:
+                    self._prune_user_sets(user_sets)
+                    user_sets = []
             removed += self._prune_batch(keys, now)
+            self._prune_user_sets(user_sets)
         return removed
 
     def _prune_batch(self, keys: list[bytes], now: str) -> int:
@@ -311,6 +455,122 @@ class RedisStore:
                 removed += int(self._prune_script(keys=[k], args=[now]))
         return removed
 
+    def _prune_user_sets(self, user_sets: list[bytes]) -> None:
+        if not user_sets:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for name in user_sets:
+            pipe.smembers(name)
+        for name, members in zip(user_sets, pipe.execute(raise_on_error=False), strict=True):
+            if not isinstance(members, (set, list)):
+                continue  # not a set: a key of someone else's that merely looks like ours
+            digest = name[len(self._prefix_bytes) + len(_USER_SET) :].decode("ascii")
+            keys = sorted(_member_keys(members))
+            states = self._bindings(keys)
+            stale = [k for k, state in zip(keys, states, strict=True) if state is None or state[0] != digest]
+            strays = [m for m in members if not valid_key(_as_bytes(m).decode("ascii", "replace"))]
+            if strays:
+                self._client.srem(name, *strays)
+            self._unindex_digest(digest, stale)
+
+    # -- the user index ---------------------------------------------------------------
+
+    def sessions_of(self, user_id: str) -> list[tuple[str, Record]]:
+        """The live records bound to *user_id*, oldest first.
+
+        Reads the user's set and each member's hash: one SMEMBERS and one
+        pipelined round trip, whatever the size of the store. Members whose
+        session is gone, expired or bound to someone else are removed.
+        """
+        user = _user_bytes(user_id)
+        found: list[tuple[str, Record]] = []
+        with self._errors("sessions_of", None):
+            keys = sorted(_member_keys(self._client.smembers(self._user_set(user))))
+            if not keys:
+                return []
+            pipe = self._client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hgetall(self._redis_key(key))
+            try:
+                replies = pipe.execute(raise_on_error=False)
+            except UnicodeDecodeError:
+                # decode_responses=True and some hash holds non-UTF-8 bytes:
+                # read one by one so that only that record counts as corrupt.
+                replies = [self._hgetall_or_corrupt(key) for key in keys]
+            stale = []
+            now = _clock.now()
+            for key, fields in zip(keys, replies, strict=True):
+                if isinstance(fields, Exception) and not isinstance(fields, UnicodeDecodeError):
+                    raise fields
+                if fields is _UNDECODABLE or isinstance(fields, UnicodeDecodeError):
+                    continue  # not listed, but left indexed for destroy_user
+                raw = {_as_bytes(k): v for k, v in fields.items()}
+                bound = raw.get(_USER)
+                if bound is None or _as_bytes(bound) != user or not _is_live(raw.get(_EXPIRES), now):
+                    stale.append(key)
+                    continue
+                record = self._record(fields)
+                if record is not None:  # a corrupt record stays indexed, for destroy_user
+                    found.append((key, record))
+            if stale:
+                self._unindex(user, stale)
+        found.sort(key=lambda item: item[1].created_at)
+        return found
+
+    def destroy_user(self, user_id: str) -> int:
+        """Delete every record bound to *user_id*; return how many live ones there were.
+
+        Each member of the user's set is deleted by a script that first checks
+        the record is still bound to this user, so a stale member never ends
+        someone else's session.
+        """
+        user = _user_bytes(user_id)
+        now = repr(float(_clock.now()))
+        live = 0
+        with self._errors("destroy_user", None):
+            keys = sorted(_member_keys(self._client.smembers(self._user_set(user))))
+            for key in keys:
+                if int(self._destroy_bound_script(keys=[self._redis_key(key)], args=[user, now])) == 2:
+                    live += 1
+            if keys:
+                self._unindex(user, keys)
+        return live
+
+    def count(self) -> int:
+        """How many live records the store holds (a SCAN of every key under the prefix)."""
+        now = _clock.now()
+        total = 0
+        with self._errors("count", None):
+            batch: list[bytes] = []
+            for name in self._scan(self._glob_prefix + b"*"):
+                if self._is_session_key(name):
+                    batch.append(name)
+                if len(batch) >= _PRUNE_SCAN_COUNT:
+                    total += self._count_live(batch, now)
+                    batch = []
+            total += self._count_live(batch, now)
+        return total
+
+    def _count_live(self, keys: list[bytes], now: float) -> int:
+        if not keys:
+            return 0
+        pipe = self._client.pipeline(transaction=False)
+        for k in keys:
+            pipe.hget(k, _EXPIRES)
+        return sum(1 for stored in pipe.execute(raise_on_error=False) if _is_live(stored, now))
+
+    def index_size(self) -> int:
+        """How many entries the user index holds, stale ones included (for tests and diagnostics)."""
+        total = 0
+        with self._errors("index_size", None):
+            names = [n for n in self._scan(self._glob_prefix + _USER_SET + b"*") if self._is_user_set(n)]
+            for start in range(0, len(names), _PRUNE_SCAN_COUNT):
+                pipe = self._client.pipeline(transaction=False)
+                for name in names[start : start + _PRUNE_SCAN_COUNT]:
+                    pipe.scard(name)
+                total += sum(n for n in pipe.execute(raise_on_error=False) if isinstance(n, int))
+        return total
+
     def close(self) -> None:
         """Release this store's connections; a client you passed in stays open."""
         if self._closed:
@@ -323,6 +583,69 @@ class RedisStore:
 
     def _redis_key(self, key: str) -> bytes:
         return self._prefix_bytes + key.encode("ascii")
+
+    def _user_set(self, user: bytes) -> bytes:
+        return self._prefix_bytes + _USER_SET + _digest(user).encode("ascii")
+
+    def _is_session_key(self, name: bytes) -> bool:
+        return valid_key(name[len(self._prefix_bytes) :].decode("ascii", "replace"))
+
+    def _is_user_set(self, name: bytes) -> bool:
+        rest = name[len(self._prefix_bytes) :]
+        return rest.startswith(_USER_SET) and valid_key(rest[len(_USER_SET) :].decode("ascii", "replace"))
+
+    def _scan(self, pattern: bytes) -> Iterator[bytes]:
+        for found in self._client.scan_iter(match=pattern, count=_PRUNE_SCAN_COUNT):
+            yield _as_bytes(found)
+
+    def _hgetall_or_corrupt(self, key: str) -> Any:
+        try:
+            return self._client.hgetall(self._redis_key(key))
+        except UnicodeDecodeError:
+            security_log.warning(
+                "corrupt session record in RedisStore at %s treated as absent",
+                self._where,
+                extra={"security_event": "corrupt_record"},
+            )
+            return _UNDECODABLE
+
+    def _index_add(self, user: bytes, key: str, ttl_ms: int) -> None:
+        self._index_add_script(keys=[self._user_set(user)], args=[key, max(ttl_ms, 1)])
+
+    def _unindex(self, user: bytes, keys: list[str]) -> None:
+        self._unindex_digest(_digest(user), keys)
+
+    def _unindex_digest(self, digest: str, keys: list[str]) -> None:
+        """Remove *keys* from a user's set, then put back any that is (now) bound to that user.
+
+        Removing first and checking after means a save binding one of them
+        concurrently is never lost: either this check sees its binding, or its
+        own SADD comes after this SREM.
+        """
+        if not keys:
+            return
+        name = self._prefix_bytes + _USER_SET + digest.encode("ascii")
+        self._client.srem(name, *keys)
+        for key, state in zip(keys, self._bindings(keys), strict=True):
+            if state is not None and state[0] == digest:
+                self._index_add_script(keys=[name], args=[key, state[1]])
+
+    def _bindings(self, keys: list[str]) -> list[tuple[str, int] | None]:
+        """For each live bound record: the digest of its user and how long its user's set must live (ms)."""
+        if not keys:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hmget(self._redis_key(key), [_USER, _EXPIRES, _USER_EXPIRES])
+        now = _clock.now()
+        states: list[tuple[str, int] | None] = []
+        for reply in pipe.execute(raise_on_error=False):
+            state = None
+            if isinstance(reply, list) and reply[0] is not None and _is_live(reply[1], now):
+                until = max(_float_or(reply[1], now), _float_or(reply[2], now))
+                state = (_digest(_as_bytes(reply[0])), max(_ttl_ms(until, now), 1))
+            states.append(state)
+        return states
 
     def _check_open(self) -> None:
         if self._closed:
@@ -361,6 +684,45 @@ def _ttl_ms(expires_at: float, now: float) -> int:
     # Redis counts the TTL in real time; deriving it from the same clock that
     # decides liveness keeps the two consistent (and lets tests move the clock).
     return math.ceil((expires_at - now) * 1000)
+
+
+def _index_expiry(expires_at: float, now: float) -> float:
+    # A user's set is made to live twice as long as the session that extends
+    # it, so a session saved or touched on every request extends it only once
+    # per TTL, not every time.
+    return float(expires_at) + max(float(expires_at) - now, 0.0)
+
+
+def _user_bytes(user_id: str) -> bytes:
+    if type(user_id) is not str:
+        raise TypeError(f"a user ID must be a str, not {type(user_id).__name__}")
+    try:
+        return user_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a user ID with a lone surrogate is not Unicode text") from None
+
+
+def _digest(user: bytes) -> str:
+    return hashlib.sha256(user).hexdigest()
+
+
+def _member_keys(members: Any) -> list[str]:
+    keys = (_as_bytes(m).decode("ascii", "replace") for m in members)
+    return [k for k in keys if valid_key(k)]
+
+
+def _float_or(value: Any, default: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    return number if math.isfinite(number) else default
+
+
+def _is_live(stored: Any, now: float | None = None) -> bool:
+    if stored is None:
+        return False
+    return _float_or(stored, -math.inf) > (_clock.now() if now is None else now)
 
 
 def _as_bytes(value: bytes | str) -> bytes:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -70,9 +73,11 @@ class SQLiteStore:
         self._schema_ready = False
         self._closed = False
         t = self.table
-        self._sql_load = f"SELECT data, created_at, expires_at FROM {t} WHERE key = ?"
-        self._sql_insert = f"INSERT OR REPLACE INTO {t} (key, data, created_at, expires_at) VALUES (?, ?, ?, ?)"
-        self._sql_update = f"UPDATE {t} SET data = ?, expires_at = ? WHERE key = ?"
+        self._sql_load = f"SELECT data, created_at, expires_at, user_id FROM {t} WHERE key = ?"
+        self._sql_insert = (
+            f"INSERT OR REPLACE INTO {t} (key, data, created_at, expires_at, user_id) VALUES (?, ?, ?, ?, ?)"
+        )
+        self._sql_update = f"UPDATE {t} SET data = ?, expires_at = ?, user_id = coalesce(?, user_id) WHERE key = ?"
         self._sql_touch = f"UPDATE {t} SET expires_at = ? WHERE key = ? AND expires_at > ?"
         self._sql_destroy = f"DELETE FROM {t} WHERE key = ?"
         self._sql_prune = f"DELETE FROM {t} WHERE key IN (SELECT key FROM {t} WHERE expires_at <= ? LIMIT ?)"
@@ -129,9 +134,7 @@ class SQLiteStore:
                 self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False, cached_statements=32
             )
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            if mode is None or str(mode[0]).lower() != "wal":
-                log.warning("SQLiteStore %s: WAL mode unavailable (journal_mode=%s)", self.path, mode)
+            self._enable_wal(conn)
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         except sqlite3.Error as exc:
             raise self._error("cannot open the database", exc) from exc
@@ -142,6 +145,25 @@ class SQLiteStore:
         if not self._schema_ready:
             self._create_schema(conn)
         return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        # Switching a new database to WAL takes an exclusive lock for which
+        # SQLite's busy handler does not wait: workers opening a fresh file at
+        # the same moment get "database is locked" at once. Retry until the
+        # timeout; once the file is in WAL mode, reading the mode takes no lock.
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+                if mode != "wal":
+                    mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+                if mode != "wal":
+                    log.warning("SQLiteStore %s: WAL mode unavailable (journal_mode=%s)", self.path, mode)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc).lower() or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.005 + random.random() * 0.02)
 
     def _restrict_permissions(self) -> None:
         # The database holds live sessions: nobody but the app's user reads it.
@@ -165,6 +187,7 @@ class SQLiteStore:
                     ") WITHOUT ROWID"
                 )
                 conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_expires_at ON {t} (expires_at)")
+                conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_user_id ON {t} (user_id) WHERE user_id IS NOT NULL")
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -199,7 +222,7 @@ class SQLiteStore:
         data = self._decode(row[0])
         if data is None:
             return None
-        return Record(data, row[1], row[2])
+        return Record(data, row[1], row[2], row[3])
 
     @staticmethod
     def _decode(text: object) -> dict[str, Any] | None:
@@ -208,7 +231,9 @@ class SQLiteStore:
         except (TypeError, ValueError):
             data = None
         if type(data) is not dict:
-            security_log.warning("corrupt session record in SQLiteStore treated as absent")
+            security_log.warning(
+                "corrupt session record in SQLiteStore treated as absent", extra={"security_event": "corrupt_record"}
+            )
             return None
         return data
 
@@ -236,12 +261,14 @@ class SQLiteStore:
         row = conn.execute(self._sql_load, (key,)).fetchone()
         current = self._decode(row[0]) if row is not None and row[2] > now else None
         if current is not None:
-            conn.execute(self._sql_update, (_json.encode(update.apply(current)), update.expires_at, key))
+            conn.execute(
+                self._sql_update, (_json.encode(update.apply(current)), update.expires_at, update.user_id, key)
+            )
             return True
         if update.created_at is None:
             return False
         data = _json.encode(update.apply({}))
-        conn.execute(self._sql_insert, (key, data, update.created_at, update.expires_at))
+        conn.execute(self._sql_insert, (key, data, update.created_at, update.expires_at, update.user_id))
         return True
 
     def touch(self, key: str, expires_at: float) -> bool:
@@ -268,17 +295,72 @@ class SQLiteStore:
         Each batch is its own short transaction, so requests keep being served
         while a large store is pruned.
         """
+        return sum(self.prune_batches(batch_size))
+
+    def prune_batches(self, batch_size: int = 1000) -> Iterator[int]:
+        """Delete expired sessions batch by batch, yielding how many each batch removed."""
         conn = self._connect()
-        total = 0
         cutoff = _clock.now()
-        try:
-            while True:
+        while True:
+            try:
                 deleted = conn.execute(self._sql_prune, (cutoff, batch_size)).rowcount
-                total += deleted
-                if deleted < batch_size:
-                    return total
+            except sqlite3.Error as exc:
+                raise self._error("cannot prune sessions", exc) from exc
+            if deleted:
+                yield deleted
+            if deleted < batch_size:
+                return
+
+    # -- the user index ------------------------------------------------------------
+
+    def sessions_of(self, user_id: str) -> list[tuple[str, Record]]:
+        """The live records bound to *user_id*, oldest first (an indexed lookup)."""
+        conn = self._connect()
+        try:
+            rows = conn.execute(
+                f"SELECT key, data, created_at, expires_at, user_id FROM {self.table} "
+                "WHERE user_id = ? AND expires_at > ? ORDER BY created_at",
+                (user_id, _clock.now()),
+            ).fetchall()
         except sqlite3.Error as exc:
-            raise self._error("cannot prune sessions", exc) from exc
+            raise self._error("cannot list a user's sessions", exc) from exc
+        found = []
+        for key, text, created_at, expires_at, bound in rows:
+            data = self._decode(text)
+            if data is not None:
+                found.append((key, Record(data, created_at, expires_at, bound)))
+        return found
+
+    def destroy_user(self, user_id: str) -> int:
+        """Delete every record bound to *user_id*; return how many were live."""
+        conn = self._connect()
+        now = _clock.now()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Count, then delete, in one write transaction (no RETURNING: it
+                # needs SQLite 3.35, newer than some Pythons are built with).
+                live = conn.execute(
+                    f"SELECT count(*) FROM {self.table} WHERE user_id = ? AND expires_at > ?", (user_id, now)
+                ).fetchone()[0]
+                conn.execute(f"DELETE FROM {self.table} WHERE user_id = ?", (user_id,))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._error("cannot end a user's sessions", exc) from exc
+        return int(live)
+
+    def index_size(self) -> int:
+        """How many records are bound to a user (for tests and diagnostics)."""
+        conn = self._connect()
+        try:
+            row = conn.execute(f"SELECT count(*) FROM {self.table} WHERE user_id IS NOT NULL").fetchone()
+        except sqlite3.Error as exc:
+            raise self._error("cannot count sessions", exc) from exc
+        return int(row[0])
 
     def count(self) -> int:
         """How many live sessions the store holds."""
