@@ -29,6 +29,7 @@ def decode(text: str | bytes) -> Any:
     """Parse JSON text; ``NaN``, ``Infinity`` and numbers that overflow to them are refused (ValueError)."""
     return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
 
+
 _SCALARS = (int, bool, type(None))
 
 

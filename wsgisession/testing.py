@@ -333,9 +333,7 @@ class StoreContract:
         assert users.sessions_of("alice") == []
         assert [k for k, _ in users.sessions_of("bob")] == [key]
 
-    def test_destroyed_and_expired_sessions_are_not_listed(
-        self, store: Store, users: UserIndex, clock: Clock
-    ) -> None:
+    def test_destroyed_and_expired_sessions_are_not_listed(self, store: Store, users: UserIndex, clock: Clock) -> None:
         gone = self.bind(store, clock, "alice")
         short = self.bind(store, clock, "alice", ttl=10)
         live = self.bind(store, clock, "alice", ttl=1000)
@@ -360,9 +358,7 @@ class StoreContract:
         assert users.destroy_user("alice") == 0
         assert users.destroy_user("nobody") == 0
 
-    def test_a_destroyed_users_session_is_not_resurrected(
-        self, store: Store, users: UserIndex, clock: Clock
-    ) -> None:
+    def test_a_destroyed_users_session_is_not_resurrected(self, store: Store, users: UserIndex, clock: Clock) -> None:
         key = self.bind(store, clock, "alice")
         users.destroy_user("alice")
         assert store.save(key, Update(set={"late": 1}, expires_at=clock() + 60)) is False
