@@ -25,9 +25,16 @@ def _finite_float(text: str) -> float:
     return value
 
 
+_decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
 def decode(text: str | bytes) -> Any:
     """Parse JSON text; ``NaN``, ``Infinity`` and numbers that overflow to them are refused (ValueError)."""
-    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode("utf-8")  # a UnicodeDecodeError is a ValueError
+    elif not isinstance(text, str):
+        raise TypeError(f"JSON text must be str or bytes, not {type(text).__name__}")
+    return _decoder.decode(text)
 
 
 _SCALARS = (int, bool, type(None))

@@ -95,7 +95,7 @@ class Signer:
         return f"<Signer with {len(self._keys)} key(s)>"
 
     def _mac(self, key: bytes, value: str) -> str:
-        return _b64(hmac.new(key, value.encode("ascii"), hashlib.sha256).digest())
+        return _b64(hmac.digest(key, value.encode("ascii"), "sha256"))
 
     def sign(self, value: str) -> str:
         """Return ``value.signature``. *value* must be ASCII without a dot."""
