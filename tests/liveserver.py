@@ -48,16 +48,6 @@ def unavailable(reason: str) -> NoReturn:
     unavailable(reason)
 
 
-def require_module(name: str, why: str) -> None:
-    """Skip unless module *name* can be imported (fail under ``WSGISESSION_REQUIRE_ALL=1``)."""
-    try:
-        found = importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
-        unavailable(f"{name} is not installed: {why}")
-
-
 def free_port() -> int:
     """A loopback TCP port that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -14,21 +14,26 @@ are here for modules that want them as they are.
 from __future__ import annotations
 
 import functools
+import importlib
 import multiprocessing
 import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any, NoReturn
 
 import pytest
+
+from wsgisession.stores import _redact as redact_url
+
+from .liveserver import free_port
 
 REDIS_URL = os.environ.get("WSGISESSION_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 POSTGRES_URL = os.environ.get("WSGISESSION_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -57,7 +62,7 @@ def _probe_redis(url: str) -> str | None:
     try:
         client.ping()
     except redis.RedisError as exc:
-        return f"Redis is not reachable at {_redact(url)}: {exc}"
+        return f"Redis is not reachable at {redact_url(url)}: {exc}"
     finally:
         client.close()
     return None
@@ -76,7 +81,7 @@ def _probe_postgres(url: str) -> str | None:
             conn.execute("SELECT 1")
     except psycopg.Error as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return f"PostgreSQL is not reachable at {_redact(url)}: {first}"
+        return f"PostgreSQL is not reachable at {redact_url(url)}: {first}"
     return None
 
 
@@ -113,20 +118,12 @@ def unique_name(stem: str) -> str:
     return f"{stem}_{secrets.token_hex(4)}"
 
 
-def free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _redact(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if at and ":" in userinfo:
-        return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
-    return url
+def require_module(name: str, why: str = "") -> ModuleType:
+    """Import module *name*, or skip the test (fail it under ``WSGISESSION_REQUIRE_ALL=1``)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        unavailable(f"{name} is not installed{': ' + why if why else ''} ({exc})")
 
 
 class ThrowawayRedis:

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from .liveserver import HOST, ROOT, free_port, require_module, unavailable
+from .liveserver import HOST, ROOT, free_port
+from .servers import require_module, unavailable
 
 CHROMIUM = os.environ.get("WSGISESSION_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"

@@ -136,7 +136,7 @@ class Served:
 )
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     kind, worker_class = request.param
-    liveserver.require_module("gunicorn", "cannot run the multi-process tests")
+    servers.require_module("gunicorn", "cannot run the multi-process tests")
     try:
         importlib.import_module(kind.module)
     except ImportError as exc:

@@ -25,24 +25,15 @@ from wsgisession import MemoryStore, SQLiteStore
 from wsgisession.stores.base import Store
 
 from .conftest import SECRET
+from .servers import require_module
 
 ROOT = Path(__file__).resolve().parent.parent
 FRAMEWORKS = ["bottle", "pyramid", "flask"]
 
 
-def require(module: str) -> ModuleType:
-    """Import *module*, or skip without it (fail instead when ``WSGISESSION_REQUIRE_ALL=1``)."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        if os.environ.get("WSGISESSION_REQUIRE_ALL") == "1":
-            pytest.fail(f"{module} is not installed but WSGISESSION_REQUIRE_ALL=1: {exc}", pytrace=False)
-        pytest.skip(f"{module} is not installed: {exc}")
-
-
 def import_example(framework: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """The example module; its module-level app (made at first import) gets a secret and a database in tmp_path."""
-    require(framework)
+    require_module(framework)
     monkeypatch.setenv("SESSION_SECRET", SECRET)
     monkeypatch.setenv("SESSION_DB", str(tmp_path / "module-level.sqlite3"))
     return importlib.import_module(f"examples.{framework}_app")
@@ -213,7 +204,7 @@ def _free_port() -> int:
 @pytest.mark.server
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_running_the_example_as_a_script_serves_it(framework: str, tmp_path: Path) -> None:
-    require(framework)
+    require_module(framework)
     port = _free_port()
     env = {**os.environ, "SESSION_SECRET": SECRET, "SESSION_DB": str(tmp_path / "sessions.sqlite3")}
     server = subprocess.Popen(

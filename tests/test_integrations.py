@@ -6,9 +6,7 @@ A framework that is not installed skips its tests; with
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -23,16 +21,7 @@ from wsgisession.errors import ConfigurationError
 from wsgisession.session import Session, SessionSettings
 
 from .conftest import SECRET
-
-
-def require(module: str) -> ModuleType:
-    """Import *module*, or skip without it (fail instead when ``WSGISESSION_REQUIRE_ALL=1``)."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        if os.environ.get("WSGISESSION_REQUIRE_ALL") == "1":
-            pytest.fail(f"{module} is not installed but WSGISESSION_REQUIRE_ALL=1: {exc}", pytrace=False)
-        pytest.skip(f"{module} is not installed: {exc}")
+from .servers import require_module
 
 
 def new_session() -> Session:
@@ -53,7 +42,7 @@ def test_the_core_imports_no_framework() -> None:
 
 @pytest.fixture
 def bottle() -> ModuleType:
-    return require("bottle")
+    return require_module("bottle")
 
 
 def test_bottle_session_helper_returns_the_request_session(bottle: ModuleType) -> None:
@@ -131,8 +120,8 @@ def test_bottle_plugin_keyword_is_configurable(bottle: ModuleType) -> None:
 
 @pytest.fixture
 def pyramid() -> ModuleType:
-    require("pyramid")
-    return require("pyramid.testing")
+    require_module("pyramid")
+    return require_module("pyramid.testing")
 
 
 def test_pyramid_session_provides_isession(pyramid: ModuleType) -> None:
@@ -341,7 +330,7 @@ def test_pyramid_session_factory_without_middleware_says_so(pyramid: ModuleType)
 
 @pytest.fixture
 def flask() -> ModuleType:
-    return require("flask")
+    return require_module("flask")
 
 
 def make_flask_app(flask: ModuleType, **options: Any) -> tuple[Any, webtest.TestApp]:

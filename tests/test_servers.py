@@ -22,7 +22,7 @@ from wsgiref.validate import validator
 import pytest
 import webtest
 
-from tests import liveserver
+from tests import liveserver, servers
 from wsgisession import MemoryStore, SessionMiddleware, get_session
 from wsgisession.ids import store_key
 from wsgisession.stores.sqlite import SQLiteStore
@@ -55,7 +55,7 @@ class Live:
 @pytest.fixture(scope="module", params=SERVERS)
 def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     kind, options = request.param
-    liveserver.require_module(liveserver.SERVER_MODULES[kind], f"cannot run the {kind} server tests")
+    servers.require_module(liveserver.SERVER_MODULES[kind], f"cannot run the {kind} server tests")
     directory = tmp_path_factory.mktemp(kind)
     db = directory / "sessions.db"
     url = f"sqlite:///{db}"  # db is absolute: four slashes in all
@@ -169,7 +169,7 @@ def test_tampered_cookie_is_no_session(live: Live) -> None:
 @pytest.mark.server
 def test_gunicorn_workers_share_the_session(tmp_path: Path) -> None:
     """Two gunicorn workers both see a session the other one wrote."""
-    liveserver.require_module("gunicorn", "cannot run the gunicorn tests")
+    servers.require_module("gunicorn", "cannot run the gunicorn tests")
     url = f"sqlite:///{tmp_path / 'sessions.db'}"
     with liveserver.running("gunicorn", url, tmp_path, workers=2, worker_class="sync") as server:
         browser = liveserver.Client(server)
@@ -186,7 +186,7 @@ def test_gunicorn_workers_share_the_session(tmp_path: Path) -> None:
 @pytest.mark.server
 def test_memory_store_warns_under_multiprocess_gunicorn(tmp_path: Path) -> None:
     """MemoryStore under several worker processes loses sessions: the middleware says so."""
-    liveserver.require_module("gunicorn", "cannot run the gunicorn tests")
+    servers.require_module("gunicorn", "cannot run the gunicorn tests")
     with liveserver.running("gunicorn", "memory://", tmp_path, workers=2, worker_class="sync") as server:
         assert liveserver.Client(server).post("/incr").status == 200
         message = "MemoryStore keeps sessions in one process, but this server runs several"

@@ -126,6 +126,20 @@ class UserIndex(Protocol):
         ...
 
 
+def user_bytes(user_id: object) -> bytes:
+    """*user_id* as UTF-8, for a store to index it under.
+
+    :raises TypeError: it is not a str.
+    :raises ValueError: it holds a lone surrogate, so it is not Unicode text.
+    """
+    if type(user_id) is not str:
+        raise TypeError(f"a user ID must be a str, not {type(user_id).__name__}")
+    try:
+        return user_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a user ID with a lone surrogate is not Unicode text") from None
+
+
 def valid_key(key: object) -> bool:
     """Whether *key* has the shape of a store key (64 lowercase hex digits).
 

@@ -40,7 +40,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from .. import _clock, _json
 from ..errors import ConfigurationError, StoreError, StoreFullError, StoreTimeoutError, StoreUnavailableError
-from .base import Record, Update, log, security_log, valid_key
+from .base import Record, Update, log, security_log, user_bytes, valid_key
 
 _TMP_PREFIX = ".tmp-"
 _LOCK_DIR = ".locks"
@@ -195,7 +195,7 @@ class FileStore:
         if not valid_key(key):
             raise ValueError("not a store key")
         if update.user_id is not None:
-            _check_user(update.user_id)
+            user_bytes(update.user_id)
         with self._locked(key):
             current = self._read(key)
             if isinstance(current, Record) and current.expires_at > _clock.now():
@@ -280,7 +280,7 @@ class FileStore:
         the whole store. Markers whose record is gone, expired or bound to
         someone else are removed.
         """
-        _check_user(user_id)
+        user_bytes(user_id)
         now = _clock.now()
         found: list[tuple[str, Record]] = []
         for key in self._markers(self._user_dir(user_id)):
@@ -294,7 +294,7 @@ class FileStore:
 
     def destroy_user(self, user_id: str) -> int:
         """Delete every record bound to *user_id*, durably; return how many live ones there were."""
-        _check_user(user_id)
+        user_bytes(user_id)
         user_dir = self._user_dir(user_id)
         keys = self._markers(user_dir)
         live = 0
@@ -724,15 +724,6 @@ def _describe(exc: OSError) -> str:
         return type(exc).__name__
     name = errno.errorcode.get(exc.errno, str(exc.errno))
     return f"{exc.strerror or os.strerror(exc.errno)} ({name})"
-
-
-def _check_user(user_id: str) -> None:
-    if type(user_id) is not str:
-        raise TypeError(f"a user ID must be a str, not {type(user_id).__name__}")
-    try:
-        user_id.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("a user ID with a lone surrogate is not Unicode text") from None
 
 
 def _is_time(value: object) -> bool:

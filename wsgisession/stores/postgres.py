@@ -21,7 +21,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from .. import _clock, _json
 from ..errors import ConfigurationError, StoreError, StoreFullError, StoreTimeoutError, StoreUnavailableError
-from .base import Record, Update, log, security_log, valid_key
+from .base import Record, Update, log, security_log, user_bytes, valid_key
 
 T = TypeVar("T")
 Pool = ConnectionPool[Any]
@@ -537,12 +537,7 @@ _SQL_TABLE_STATE = (
 
 def _user_param(user_id: str) -> str:
     """*user_id* as the ``user_id`` column holds it: escaped like a data key, as ``text`` cannot hold NUL."""
-    if type(user_id) is not str:
-        raise TypeError(f"a user ID must be a str, not {type(user_id).__name__}")
-    try:
-        user_id.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("a user ID with a lone surrogate is not Unicode text") from None
+    user_bytes(user_id)
     return _escape(user_id)
 
 

@@ -18,7 +18,7 @@ from redis.retry import Retry
 
 from .. import _clock, _json
 from ..errors import ConfigurationError, StoreError, StoreFullError, StoreTimeoutError, StoreUnavailableError
-from .base import Record, Update, log, security_log, valid_key
+from .base import Record, Update, log, security_log, user_bytes, valid_key
 
 # The clients a store accepts. redis-py 5+ types them as plain classes, the
 # older types-redis stubs as generic ones: the ignore serves either.
@@ -345,7 +345,7 @@ class RedisStore:
     def save(self, key: str, update: Update) -> bool:
         if not valid_key(key):
             raise ValueError("not a store key")
-        user = None if update.user_id is None else _user_bytes(update.user_id)
+        user = None if update.user_id is None else user_bytes(update.user_id)
         now = _clock.now()
         ttl_ms = _ttl_ms(update.expires_at, now)
         deletes = [_DATA + name.encode("utf-8") for name in update.delete]
@@ -482,7 +482,7 @@ class RedisStore:
         pipelined round trip, whatever the size of the store. Members whose
         session is gone, expired or bound to someone else are removed.
         """
-        user = _user_bytes(user_id)
+        user = user_bytes(user_id)
         found: list[tuple[str, Record]] = []
         with self._errors("sessions_of", None):
             keys = sorted(_member_keys(self._client.smembers(self._user_set(user))))
@@ -524,7 +524,7 @@ class RedisStore:
         the record is still bound to this user, so a stale member never ends
         someone else's session.
         """
-        user = _user_bytes(user_id)
+        user = user_bytes(user_id)
         now = repr(float(_clock.now()))
         live = 0
         with self._errors("destroy_user", None):
@@ -691,15 +691,6 @@ def _index_expiry(expires_at: float, now: float) -> float:
     # it, so a session saved or touched on every request extends it only once
     # per TTL, not every time.
     return float(expires_at) + max(float(expires_at) - now, 0.0)
-
-
-def _user_bytes(user_id: str) -> bytes:
-    if type(user_id) is not str:
-        raise TypeError(f"a user ID must be a str, not {type(user_id).__name__}")
-    try:
-        return user_id.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("a user ID with a lone surrogate is not Unicode text") from None
 
 
 def _digest(user: bytes) -> str:
