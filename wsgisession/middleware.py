@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import _clock
 from .errors import BadSignature, ConfigurationError, StoreError
+from .observe import InstrumentedStore, Metrics, Pruner
 from .session import DEFAULT_TTL, Session, SessionSettings
 from .signing import Secret, SecretLike, Signer
 from .stores import from_url
@@ -95,6 +96,8 @@ class SessionMiddleware:
         path: str = "/",
         partitioned: bool = False,
         trust_proxy: bool = False,
+        metrics: Metrics | None = None,
+        prune_interval: float | None = None,
     ) -> None:
         self.app = app
         self._signer = Signer(secret)  # type: ignore[arg-type]
@@ -119,9 +122,20 @@ class SessionMiddleware:
         self.absolute_timeout = absolute_timeout
         self.save_uninitialized = bool(save_uninitialized)
         self.trust_proxy = bool(trust_proxy)
+        if metrics is not None and not isinstance(metrics, Metrics):
+            raise ConfigurationError("metrics must have increment(name, value) and timing(name, seconds) methods")
+        self.metrics = metrics
+        session_store: Store = store if metrics is None else InstrumentedStore(store, metrics)
         self._settings = SessionSettings(
-            store=store, ttl=DEFAULT_TTL if max_age is None else max_age, absolute_timeout=absolute_timeout
+            store=session_store, ttl=DEFAULT_TTL if max_age is None else max_age, absolute_timeout=absolute_timeout
         )
+        if prune_interval is not None and (
+            isinstance(prune_interval, bool) or not isinstance(prune_interval, (int, float)) or prune_interval <= 0
+        ):
+            raise ConfigurationError(
+                f"prune_interval must be a positive number of seconds or None, not {prune_interval!r}"
+            )
+        self._pruner = None if prune_interval is None else Pruner(session_store, prune_interval)
 
         if secure not in (True, False, "auto"):
             raise ConfigurationError(f"secure must be True, False or 'auto', not {secure!r}")
@@ -176,6 +190,12 @@ class SessionMiddleware:
     def __repr__(self) -> str:
         return f"<SessionMiddleware cookie={self.cookie_name!r} store={self.store!r}>"
 
+    def close(self) -> None:
+        """Stop the background pruner, if any, and close the store."""
+        if self._pruner is not None:
+            self._pruner.stop()
+        self.store.close()
+
     # -- per request -----------------------------------------------------------------
 
     def _session_id(self, environ: WSGIEnvironment) -> tuple[str | None, bool]:
@@ -220,6 +240,8 @@ class SessionMiddleware:
             try:
                 session_id, current = self._signer.unsign(candidate)
             except BadSignature:
+                if self.metrics is not None:
+                    InstrumentedStore._report(self.metrics.increment, "bad_signature")
                 security_log.info(
                     "session cookie with a bad signature ignored", extra={"security_event": "bad_signature"}
                 )
@@ -264,6 +286,8 @@ class SessionMiddleware:
                 RuntimeWarning,
                 stacklevel=2,
             )
+        if self._pruner is not None:
+            self._pruner.ensure_running()
         session_id, resign = self._session_id(environ)
         session = Session(self._settings, session_id, resign=resign, user_agent=environ.get("HTTP_USER_AGENT"))
         environ[ENVIRON_KEY] = session
