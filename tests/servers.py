@@ -13,6 +13,7 @@ are here for modules that want them as they are.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import multiprocessing
@@ -24,7 +25,7 @@ import subprocess
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
@@ -245,3 +246,18 @@ def run_in_processes(func: Callable[..., Any], arglists: Sequence[Sequence[Any]]
     if failures:
         pytest.fail("\n".join(failures), pytrace=False)
     return [results[i] for i in range(len(procs))]
+
+
+@contextlib.contextmanager
+def tmpfs(target: Path, options: str) -> Iterator[Path]:
+    """Mount a tmpfs with *options* (``size=64k``...) at *target* for a ``with`` block; skip if not allowed."""
+    target.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", str(target)], check=True)

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import signal
 import stat
 import subprocess
@@ -35,6 +34,8 @@ from wsgisession.stores import base
 from wsgisession.stores.base import Record, Store, Update
 from wsgisession.stores.file import FileStore
 from wsgisession.testing import StoreContract
+
+from . import servers
 
 REPO = Path(base.__file__).resolve().parents[2]
 HOUR = 3600.0
@@ -312,19 +313,6 @@ def test_loose_directory_permissions_are_reported(tmp_path: Path, caplog: pytest
     assert "accessible to other users" in caplog.text
 
 
-def _mount_tmpfs(target: Path, options: str) -> None:
-    target.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root and mount(8)")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-
-
-def _umount(target: Path) -> None:
-    subprocess.run(["umount", str(target)], check=True)
-
-
 @pytest.fixture
 def unwritable_dir(tmp_path: Path) -> Iterator[Path]:
     target = tmp_path / "ro"
@@ -334,11 +322,8 @@ def unwritable_dir(tmp_path: Path) -> Iterator[Path]:
         yield target
         target.chmod(0o700)
         return
-    _mount_tmpfs(target, "ro,size=64k")  # root ignores mode bits; a read-only mount stops it
-    try:
+    with servers.tmpfs(target, "ro,size=64k"):  # root ignores mode bits; a read-only mount stops it
         yield target
-    finally:
-        _umount(target)
 
 
 def test_unwritable_directory_is_unavailable(unwritable_dir: Path) -> None:
@@ -596,8 +581,7 @@ def test_unreadable_file_is_a_store_error(store: FileStore, monkeypatch: pytest.
 
 def test_real_full_filesystem(tmp_path: Path) -> None:
     target = tmp_path / "tiny"
-    _mount_tmpfs(target, "size=64k,mode=0700")
-    try:
+    with servers.tmpfs(target, "size=64k,mode=0700"):
         s = FileStore(target)
         small = new_key()
         create(s, small, a="small")
@@ -609,8 +593,6 @@ def test_real_full_filesystem(tmp_path: Path) -> None:
         assert record is not None and record.data == {"a": "small"}
         assert tmp_files(target) == []
         s.destroy(small)
-    finally:
-        _umount(target)
 
 
 # -- concurrency -----------------------------------------------------------------------

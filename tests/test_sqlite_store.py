@@ -7,6 +7,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,77 @@ def test_closed_store_refuses_work(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(StoreError, match="closed"):
         store.load(store_key(new_id()))
+
+
+_WRITER = """
+import sys, time
+from wsgisession.stores.base import Update
+from wsgisession.stores.sqlite import SQLiteStore
+
+store = SQLiteStore(sys.argv[1])
+keys = sys.argv[2:]
+seq = max(store.load(key).data["seq"] for key in keys)  # go on from the last run
+print("ready", flush=True)
+while True:
+    seq += 1
+    for key in keys:
+        # Each record holds its sequence number and a value whose length depends
+        # on it, so a torn record cannot pass for a whole one.
+        store.save(key, Update(set={"seq": seq, "blob": "x" * (seq % 997) * 7}, expires_at=time.time() + 600))
+"""
+
+
+def test_writer_killed_at_random_points_never_tears_a_record(tmp_path: Path) -> None:
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "crash.db"
+    store = SQLiteStore(path)
+    keys = [create(store, {"seq": 0, "blob": ""}) for _ in range(4)]
+    store.close()
+    last_seen = dict.fromkeys(keys, 0)
+    for _ in range(12):
+        with subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(path), *keys], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        ) as writer:
+            assert writer.stdout is not None
+            assert writer.stdout.readline().strip() == b"ready"
+            time.sleep(random.uniform(0.01, 0.15))
+            writer.send_signal(signal.SIGKILL)
+            writer.wait(10)
+        reader = SQLiteStore(path)
+        assert reader._connect().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        for key in keys:
+            record = reader.load(key)
+            assert record is not None
+            seq = record.data["seq"]
+            assert record.data["blob"] == "x" * (seq % 997) * 7, "a record is old or new, never torn"
+            assert seq >= last_seen[key], "a committed write is never lost"
+            last_seen[key] = seq
+        reader.close()
+    assert any(seq > 0 for seq in last_seen.values())
+
+
+def test_full_disk_is_store_full_error_and_keeps_the_old_record(tmp_path: Path) -> None:
+    from wsgisession import StoreFullError
+
+    from . import servers
+
+    with servers.tmpfs(tmp_path / "tiny", "size=256k"):
+        store = SQLiteStore(tmp_path / "tiny" / "s.db")
+        key = create(store, {"a": "small"})
+
+        def fill() -> None:
+            for i in range(50):
+                store.save(key, Update(set={f"big{i}": "y" * 50_000}, expires_at=time.time() + 600))
+
+        with pytest.raises(StoreFullError, match="full") as info:
+            fill()
+        assert key not in str(info.value)
+        record = store.load(key)
+        assert record is not None
+        assert record.data["a"] == "small"
+        assert all(len(v) == 50_000 for k, v in record.data.items() if k != "a"), "no half-written value"
+        store.close()
