@@ -166,6 +166,7 @@ class SessionMiddleware:
             attributes.append("Partitioned")
         self._attributes = "; " + "; ".join(attributes)
         self._warned_multiprocess = False
+        self._date_cache: tuple[int, str] = (-1, "")
 
     @staticmethod
     def _check_cookie_name(name: str) -> str:
@@ -198,11 +199,11 @@ class SessionMiddleware:
 
     # -- per request -----------------------------------------------------------------
 
-    def _session_id(self, environ: WSGIEnvironment) -> tuple[str | None, bool]:
-        """The verified session ID from the request's cookie, and whether it needs re-signing."""
+    def _session_id(self, environ: WSGIEnvironment) -> tuple[str | None, bool, str | None]:
+        """The verified session ID from the request's cookie, whether it needs re-signing, and the cookie value."""
         header = environ.get("HTTP_COOKIE")
         if not header:
-            return None, False
+            return None, False, None
         if len(header) > MAX_COOKIE_HEADER:
             security_log.warning(
                 "Cookie header of %d bytes ignored (limit %d)",
@@ -210,10 +211,10 @@ class SessionMiddleware:
                 MAX_COOKIE_HEADER,
                 extra={"security_event": "oversized_cookie_header"},
             )
-            return None, False
+            return None, False, None
         name = self.cookie_name
         if name not in header:
-            return None, False
+            return None, False, None
         # str.split and str.partition are linear in the header's length, unlike a
         # backtracking cookie regex on a long run of characters without '='.
         candidates = []
@@ -246,8 +247,8 @@ class SessionMiddleware:
                     "session cookie with a bad signature ignored", extra={"security_event": "bad_signature"}
                 )
                 continue
-            return session_id, not current
-        return None, False
+            return session_id, not current, candidate
+        return None, False, None
 
     def _is_secure(self, environ: WSGIEnvironment) -> bool:
         if self.secure != "auto":
@@ -259,15 +260,27 @@ class SessionMiddleware:
             return str(forwarded).split(",", 1)[0].strip().lower() == "https"
         return False
 
-    def _set_cookie(self, session: Session, environ: WSGIEnvironment) -> str:
-        assert session._sid is not None
-        parts = [f"{self.cookie_name}={self._signer.sign(session._sid)}"]
+    def _set_cookie(self, session: Session, environ: WSGIEnvironment, incoming: tuple[str | None, str | None]) -> str:
+        sid = session._sid
+        assert sid is not None
+        # The cookie the browser sent, if it names this session and the current
+        # key signed it (signing is deterministic: it would come out the same).
+        value = incoming[1] if incoming[0] == sid and not session._resign else None
+        parts = [f"{self.cookie_name}={value or self._signer.sign(sid)}"]
         if self.max_age is not None and session._expires_at is not None:
             remaining = max(0, math.ceil(session._expires_at - _clock.now()))
             parts.append(f"Max-Age={remaining}")
-            parts.append(f"Expires={formatdate(session._expires_at, usegmt=True)}")
+            parts.append(f"Expires={self._http_date(session._expires_at)}")
         cookie = "; ".join(parts) + self._attributes
         return cookie + "; Secure" if self._is_secure(environ) else cookie
+
+    def _http_date(self, when: float) -> str:
+        # Many responses in the same second share an Expires date: format it once.
+        second = int(when)
+        cached = self._date_cache
+        if cached[0] != second:
+            cached = self._date_cache = (second, formatdate(second, usegmt=True))
+        return cached[1]
 
     def _delete_cookie(self, environ: WSGIEnvironment) -> str:
         cookie = f"{self.cookie_name}=; Max-Age=0; Expires={_EXPIRED}{self._attributes}"
@@ -288,7 +301,7 @@ class SessionMiddleware:
             )
         if self._pruner is not None:
             self._pruner.ensure_running()
-        session_id, resign = self._session_id(environ)
+        session_id, resign, signed = self._session_id(environ)
         session = Session(self._settings, session_id, resign=resign, user_agent=environ.get("HTTP_USER_AGENT"))
         environ[ENVIRON_KEY] = session
 
@@ -305,7 +318,7 @@ class SessionMiddleware:
                     log.exception("session not saved: it holds data that is not JSON")
                     raise
                 if action is not None or session.accessed:
-                    headers = self._response_headers(headers, session, action, environ)
+                    headers = self._response_headers(headers, session, action, environ, (session_id, signed))
             elif session.accessed:
                 headers = _add_vary_cookie(list(headers))
             if exc_info is None:
@@ -315,13 +328,18 @@ class SessionMiddleware:
         return self.app(environ, session_start_response)
 
     def _response_headers(
-        self, headers: list[tuple[str, str]], session: Session, action: str | None, environ: WSGIEnvironment
+        self,
+        headers: list[tuple[str, str]],
+        session: Session,
+        action: str | None,
+        environ: WSGIEnvironment,
+        incoming: tuple[str | None, str | None],
     ) -> list[tuple[str, str]]:
         headers = _add_vary_cookie(list(headers))
         if action is None:
             return headers
         if action == "set":
-            headers.append(("Set-Cookie", self._set_cookie(session, environ)))
+            headers.append(("Set-Cookie", self._set_cookie(session, environ, incoming)))
         else:
             headers.append(("Set-Cookie", self._delete_cookie(environ)))
         return _private_cache(headers)

@@ -288,12 +288,14 @@ class Session(MutableMapping[str, Any]):
         a logout is never undone.
         """
         self._load()
-        changed_in_place = self._changed_in_place()
+        data = self._data
         values: dict[str, Any] = {}
-        for key in (*self._set, *changed_in_place):
-            if key in self._data:
-                value = self._data[key]
-                _json.check_json(key, value)
+        for key in (*self._set, *self._changed_in_place()):
+            if key in data:
+                value = data[key]
+                if type(value) in _MUTABLE:
+                    # Checked when set, but it may have changed in place since.
+                    _json.check_json(key, value)
                 values[key] = value
         now = _clock.now()
         if self._sid is None:
@@ -301,10 +303,9 @@ class Session(MutableMapping[str, Any]):
             self._exists = False
         created_at = None if self._exists else self.created_at
         if not self._exists:
-            # A new record: write the whole data, not only what changed.
-            values = dict(self._data)
-            for key, value in values.items():
-                _json.check_json(key, value)
+            # A new record: the whole data, not only what changed. The rest came
+            # from the store as JSON and is unchanged, or it would be in values.
+            values = dict(data)
         expires_at = self._expiry(now)
         update = Update(
             set=values,

@@ -58,6 +58,7 @@ _MTIME_MAX = float(2**31 - 1)
 _POLL_FIRST = 0.001
 _POLL_MAX = 0.05
 
+_READ_CHUNK = 64 * 1024
 _OPEN_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW
 _UNAVAILABLE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS})
 _FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -580,12 +581,19 @@ class FileStore:
                 return self._corrupt(key, "is a symbolic link")
             raise self._error("could not open a session file", exc) from exc
         try:
-            with os.fdopen(fd, "rb") as file:
-                raw = file.read()
+            # Plain os.read: a session file is small, and a buffered file object
+            # would cost more than the read itself. A short read of a regular
+            # file means the end of it.
+            chunks = [os.read(fd, _READ_CHUNK)]
+            while len(chunks[-1]) == _READ_CHUNK:
+                chunks.append(os.read(fd, _READ_CHUNK))
+            raw = b"".join(chunks)
         except IsADirectoryError:
             return self._corrupt(key, "is a directory")
         except OSError as exc:
             raise self._error("could not read a session file", exc) from exc
+        finally:
+            os.close(fd)
         try:
             doc = _json.decode(raw.decode("utf-8"))
         except ValueError:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import os
 import threading
 import warnings
@@ -10,9 +11,9 @@ from typing import NamedTuple
 from .. import _clock, _json
 from .base import Record, Update, log, security_log, valid_key
 
-#: Expired records are swept after this many writes, so memory stays bounded
-#: by the live set even when nobody calls prune().
-_SWEEP_EVERY = 1000
+#: Each write removes up to this many expired records, so memory stays bounded
+#: by the live set even when nobody calls prune(), without a full scan.
+_SWEEP_PER_WRITE = 4
 
 
 class _Entry(NamedTuple):
@@ -39,10 +40,13 @@ class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[str, _Entry] = {}
         self._users: dict[str, set[str]] = {}
+        # (expiry, key) for every write: the earliest expiries come off first.
+        # An entry is stale when its key was written again later; stale entries
+        # are skipped when popped, and the heap is rebuilt when they pile up.
+        self._expiries: list[tuple[float, str]] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._warned = False
-        self._writes = 0
 
     def __repr__(self) -> str:
         return f"<MemoryStore with {len(self._records)} record(s)>"
@@ -97,9 +101,8 @@ class MemoryStore:
                 user_id = update.user_id
                 self._users.setdefault(user_id, set()).add(key)
             self._records[key] = _Entry(_json.encode(update.apply(data)), created_at, update.expires_at, user_id)
-            self._writes += 1
-            if self._writes % _SWEEP_EVERY == 0:
-                self._prune_locked()
+            self._expire_later(key, update.expires_at)
+            self._prune_locked(_SWEEP_PER_WRITE)
         return True
 
     def touch(self, key: str, expires_at: float) -> bool:
@@ -108,6 +111,7 @@ class MemoryStore:
             if entry is None or entry.expires_at <= _clock.now():
                 return False
             self._records[key] = entry._replace(expires_at=expires_at)
+            self._expire_later(key, expires_at)
         return True
 
     def destroy(self, key: str) -> None:
@@ -131,16 +135,29 @@ class MemoryStore:
             if not keys:
                 del self._users[user_id]
 
+    def _expire_later(self, key: str, expires_at: float) -> None:
+        heap = self._expiries
+        heapq.heappush(heap, (expires_at, key))
+        if len(heap) > 2 * len(self._records) + 1024:
+            self._expiries = [(entry.expires_at, k) for k, entry in self._records.items()]
+            heapq.heapify(self._expiries)
+
     def prune(self) -> int:
         with self._lock:
-            return self._prune_locked()
+            return self._prune_locked(None)
 
-    def _prune_locked(self) -> int:
+    def _prune_locked(self, limit: int | None) -> int:
+        """Remove expired records, earliest first, at most *limit* of them; return how many."""
         cutoff = _clock.now()
-        dead = [k for k, entry in self._records.items() if entry.expires_at <= cutoff]
-        for k in dead:
-            self._remove_locked(k)
-        return len(dead)
+        heap = self._expiries
+        removed = 0
+        while heap and heap[0][0] <= cutoff and (limit is None or removed < limit):
+            _, key = heapq.heappop(heap)
+            entry = self._records.get(key)
+            if entry is not None and entry.expires_at <= cutoff:
+                self._remove_locked(key)
+                removed += 1
+        return removed
 
     # -- the user index ------------------------------------------------------------
 
@@ -176,3 +193,4 @@ class MemoryStore:
         with self._lock:
             self._records.clear()
             self._users.clear()
+            self._expiries.clear()
