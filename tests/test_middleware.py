@@ -642,3 +642,21 @@ def test_json_dump_of_session(make_app: MakeApp) -> None:
     app = make_app()
     app.get('/set?key=data&value={"a":[1,2,{"b":null}]}')
     assert json.dumps(app.get("/dump").json) == '{"data": {"a": [1, 2, {"b": null}]}}'
+
+
+def test_verified_cookie_cache_is_bounded_and_never_admits_forgeries(monkeypatch: pytest.MonkeyPatch) -> None:
+    from wsgisession import middleware as mw_module
+
+    monkeypatch.setattr(mw_module, "_VERIFIED_CACHE", 8)
+    mw = SessionMiddleware(demo_app, SECRET, MemoryStore())
+    app = webtest.TestApp(mw)
+    for _ in range(20):
+        app.cookiejar.clear()
+        app.get("/incr")
+        app.get("/read")
+        assert len(mw._verified) <= 8
+    good = app.cookies["session"]
+    assert good in mw._verified
+    forged = good[:-2] + ("AA" if not good.endswith("AA") else "BB")
+    assert app.get("/read", headers={"Cookie": f"session={forged}"}).json is None
+    assert forged not in mw._verified

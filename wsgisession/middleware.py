@@ -38,6 +38,9 @@ ENVIRON_KEY = "wsgisession.session"
 MAX_COOKIE_HEADER = 32 * 1024
 #: At most this many cookies of our name are considered (cookie tossing).
 _MAX_CANDIDATES = 4
+#: Signed cookie values already verified, remembered (value -> ID) so a browser's
+#: later requests skip the HMAC; emptied when full.
+_VERIFIED_CACHE = 8192
 
 # RFC 6265 cookie-name token characters.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -167,6 +170,7 @@ class SessionMiddleware:
         self._attributes = "; " + "; ".join(attributes)
         self._warned_multiprocess = False
         self._date_cache: tuple[int, str] = (-1, "")
+        self._verified: dict[str, tuple[str, bool]] = {}
 
     @staticmethod
     def _check_cookie_name(name: str) -> str:
@@ -234,7 +238,11 @@ class SessionMiddleware:
                 name,
                 extra={"security_event": "duplicate_cookie"},
             )
+        verified = self._verified
         for candidate in candidates:
+            known = verified.get(candidate)
+            if known is not None:
+                return known[0], known[1], candidate
             if _SIGNED_ID.fullmatch(candidate) is None:
                 security_log.info("malformed session cookie ignored", extra={"security_event": "malformed_cookie"})
                 continue
@@ -247,6 +255,11 @@ class SessionMiddleware:
                     "session cookie with a bad signature ignored", extra={"security_event": "bad_signature"}
                 )
                 continue
+            # Remember it: the next request of this browser skips the HMAC. Only
+            # verified values go in, so a forged one can never hit.
+            if len(verified) >= _VERIFIED_CACHE:
+                verified.clear()
+            verified[candidate] = (session_id, not current)
             return session_id, not current, candidate
         return None, False, None
 

@@ -113,6 +113,7 @@ class FileStore:
         if "\x00" in directory:
             raise ConfigurationError("FileStore path contains a NUL character")
         self._dir = directory
+        self._prefix = os.path.join(directory, "")
         self._lock_dir = os.path.join(directory, _LOCK_DIR)
         self._users_dir = os.path.join(directory, _USERS_DIR)
         self._lock_timeout = float(lock_timeout)
@@ -573,7 +574,7 @@ class FileStore:
     def _read(self, key: str) -> Record | object | None:
         """The record for *key* whatever its expiry, ``None`` if absent, or _CORRUPT."""
         try:
-            fd = os.open(os.path.join(self._dir, key), os.O_RDONLY | _OPEN_FLAGS)
+            fd = os.open(self._prefix + key, os.O_RDONLY | _OPEN_FLAGS)
         except FileNotFoundError:
             return None
         except OSError as exc:
