@@ -266,3 +266,22 @@ def test_full_disk_is_store_full_error_and_keeps_the_old_record(tmp_path: Path) 
         assert record.data["a"] == "small"
         assert all(len(v) == 50_000 for k, v in record.data.items() if k != "a"), "no half-written value"
         store.close()
+
+
+def test_small_expiry_moves_are_skipped_to_spare_the_index(tmp_path: Path, clock: Clock) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    key = store_key(new_id())
+    t0 = clock()
+    store.save(key, Update(set={"n": 1}, expires_at=t0 + 86400, created_at=t0))
+    clock.advance(30)
+    store.save(key, Update(set={"n": 2}, expires_at=clock() + 86400))
+    record = store.load(key)
+    assert record is not None
+    assert record.data == {"n": 2}, "the data is always written"
+    assert record.expires_at == t0 + 86400, "30 s later is within a minute: the expiry (and its index) stays"
+    clock.advance(61)
+    store.save(key, Update(set={"n": 3}, expires_at=clock() + 86400))
+    record = store.load(key)
+    assert record is not None
+    assert record.expires_at == clock() + 86400, "a larger move is written"
+    store.close()
