@@ -204,15 +204,20 @@ class Worker(threading.Thread):
 
 
 def load(port: int, login: bool, connections: int, warmup: float, duration: float) -> dict[str, Any]:
-    barrier = threading.Barrier(connections + 1)
-    # The clock starts once every connection has logged in (scrypt takes a while).
-    workers = [Worker(port, login, 0.0, 0.0, barrier) for _ in range(connections)]
+    workers: list[Worker] = []
+
+    def set_clock() -> None:
+        # Runs once every connection has logged in (scrypt takes a while), before
+        # any of them is released: no worker can see a clock that is not set yet.
+        start_at = time.perf_counter() + warmup
+        for worker in workers:
+            worker.start_at, worker.stop_at = start_at, start_at + duration
+
+    barrier = threading.Barrier(connections + 1, action=set_clock)
+    workers.extend(Worker(port, login, 0.0, 0.0, barrier) for _ in range(connections))
     for worker in workers:
         worker.start()
     barrier.wait()
-    start_at = time.perf_counter() + warmup
-    for worker in workers:
-        worker.start_at, worker.stop_at = start_at, start_at + duration
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     for worker in workers:
         worker.join(warmup + duration + 60)
@@ -319,7 +324,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {path}")
     bad = [t for t, r in results.items() if r["errors"] or set(r["statuses"]) - {"200"} or not r["requests"]]
     if bad:
-        print(f"failed requests in: {', '.join(bad)}", file=sys.stderr)
+        for target in bad:
+            r = results[target]
+            print(
+                f"failed requests in: {target} (requests {r['requests']}, statuses {r['statuses']}, "
+                f"errors {r['errors']})",
+                file=sys.stderr,
+            )
         return 1
     return 0
 
