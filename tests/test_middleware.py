@@ -660,3 +660,21 @@ def test_verified_cookie_cache_is_bounded_and_never_admits_forgeries(monkeypatch
     forged = good[:-2] + ("AA" if not good.endswith("AA") else "BB")
     assert app.get("/read", headers={"Cookie": f"session={forged}"}).json is None
     assert forged not in mw._verified
+
+
+def test_rolling_writes_at_most_once_per_slack(make_app: MakeApp, store: Store, clock: Clock) -> None:
+    counting = CountingStore(store)
+    app = make_app(store=counting, max_age=3600, rolling=True)
+    app.get("/incr")
+    counting.calls.clear()
+    for _ in range(5):
+        clock.advance(1)  # 1 % of an hour is 36 s: well within the slack
+        res = app.get("/nothing")
+        assert cookie_of(res) is None, "nothing to refresh: no cookie"
+    assert "touch" not in counting.calls
+    clock.advance(40)
+    res = app.get("/nothing")
+    header = cookie_of(res)
+    assert header is not None
+    assert attrs(header)["max-age"] == "3600"
+    assert counting.calls.count("touch") == 1

@@ -13,7 +13,7 @@ from typing import Any
 from . import _clock, _json
 from .errors import WSGISessionError
 from .ids import log_tag, new_id, store_key
-from .stores.base import Record, Store, Update, UserIndex
+from .stores.base import Record, Store, Update, UserIndex, expiry_slack
 
 log = logging.getLogger("wsgisession")
 security_log = logging.getLogger("wsgisession.security")
@@ -396,11 +396,20 @@ class Session(MutableMapping[str, Any]):
         self._load()
 
     def touch(self) -> None:
-        """Refresh the session's expiry now, without rewriting its data."""
+        """Refresh the session's expiry now, without rewriting its data.
+
+        Skipped when the expiry would move by less than 1 % of the session's
+        lifetime (at most a minute): a ``rolling`` session is then written at
+        most about once a minute, not on every request.
+        """
         self._load()
         if self._sid is None or not self._exists:
             return
         expires_at = self._expiry(_clock.now())
+        if self._expires_at is not None and 0 <= expires_at - self._expires_at < expiry_slack(self._settings.ttl):
+            # Refreshed moments ago: a write (on every request of a rolling
+            # session) would move the expiry by less than the slack.
+            return
         if self._settings.store.touch(store_key(self._sid), expires_at):
             self._expires_at = expires_at
             self._touched = True
@@ -556,7 +565,9 @@ class Session(MutableMapping[str, Any]):
         if self._exists and (rolling or self._touched):
             if not self._touched:
                 self.touch()
-            return "set" if self._exists else "delete"
+            if not self._exists:
+                return "delete"
+            return "set" if self._touched else None
         if self._exists and self._resign:
             return "set"
         if self._cleared or self._stale_cookie:

@@ -126,6 +126,11 @@ class UserIndex(Protocol):
         ...
 
 
+def expiry_slack(ttl: float) -> float:
+    """How far an expiry may lag behind its exact value to spare a write: 1 % of the lifetime, at most a minute."""
+    return min(60.0, ttl * 0.01)
+
+
 def user_bytes(user_id: object) -> bytes:
     """*user_id* as UTF-8, for a store to index it under.
 

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .. import _clock, _json
 from ..errors import ConfigurationError, StoreError, StoreFullError, StoreTimeoutError, StoreUnavailableError
-from .base import Record, Update, log, security_log, valid_key
+from .base import Record, Update, expiry_slack, log, security_log, valid_key
 
 _IDENTIFIER_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
@@ -23,11 +23,6 @@ def _check_identifier(name: str) -> str:
     if not name or len(name) > 63 or not set(name) <= _IDENTIFIER_CHARS or name[0].isdigit():
         raise ConfigurationError(f"table name {name!r} must be letters, digits and underscores")
     return name
-
-
-def _expiry_slack(ttl: float) -> float:
-    """How much later a save may leave a record's expiry: 1 % of its lifetime, at most a minute."""
-    return min(60.0, ttl * 0.01)
 
 
 class SQLiteStore:
@@ -268,7 +263,7 @@ class SQLiteStore:
         current = self._decode(row[0]) if row is not None and row[2] > now else None
         if current is not None:
             data = _json.encode(update.apply(current))
-            if 0 <= update.expires_at - row[2] < _expiry_slack(update.expires_at - now):
+            if 0 <= update.expires_at - row[2] < expiry_slack(update.expires_at - now):
                 # Moving the expiry a few seconds would cost an update of the
                 # expires_at index on every save, the dominant cost of a save in
                 # a large store. The record lives on to its current expiry.
