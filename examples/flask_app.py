@@ -3,7 +3,8 @@
 Run it with ``python examples/flask_app.py [PORT]`` and open
 http://127.0.0.1:8000/login. Demo user: ``admin`` / ``123``. Sessions live in
 ``sessions.sqlite3`` (or the file named by ``SESSION_DB``); set ``SESSION_SECRET``
-outside development. Needs ``pip install wsgisession[flask]``.
+(without it a random secret is kept beside the database, as in ``examples/app.py``).
+Needs ``pip install wsgisession[flask]``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import html
 import os
 import sys
-import warnings
 from typing import Any
 
 import flask
@@ -21,20 +21,11 @@ from wsgisession import Store
 from wsgisession.integrations.flask import current_session, init_app
 
 try:
-    from examples.app import check_password
+    from examples.app import check_password, load_secret
 except ImportError:  # run as a script: examples/ is on sys.path, the repository root is not
-    from app import check_password  # type: ignore[no-redef]
+    from app import check_password, load_secret  # type: ignore[no-redef]
 
 DATABASE = os.environ.get("SESSION_DB", "sessions.sqlite3")
-DEV_SECRET = "wsgisession-examples-development-secret-not-for-production"
-
-
-def _secret() -> str:
-    secret = os.environ.get("SESSION_SECRET")
-    if not secret:
-        warnings.warn("SESSION_SECRET is not set: using a fixed development secret", stacklevel=2)
-        secret = DEV_SECRET
-    return secret
 
 
 def page(title: str, body: str) -> str:
@@ -61,7 +52,7 @@ def login_page(message: str = "") -> str:
 def make_app(secret: str | None = None, store: Store | str | None = None) -> flask.Flask:
     """The Flask application, its wsgi_app wrapped in SessionMiddleware (SQLite at ``DATABASE`` by default)."""
     if secret is None:
-        secret = _secret()
+        secret = load_secret(DATABASE)
     if store is None:
         store = f"sqlite:///{DATABASE}"
     web = flask.Flask(__name__)

@@ -3,7 +3,8 @@
 Run it with ``python examples/pyramid_app.py [PORT]`` and open
 http://127.0.0.1:8000/login. Demo user: ``admin`` / ``123``. Sessions live in
 ``sessions.sqlite3`` (or the file named by ``SESSION_DB``); set ``SESSION_SECRET``
-outside development. Needs ``pip install wsgisession[pyramid]``.
+(without it a random secret is kept beside the database, as in ``examples/app.py``).
+Needs ``pip install wsgisession[pyramid]``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import html
 import os
 import sys
-import warnings
 from typing import Any
 
 from pyramid.config import Configurator
@@ -23,20 +23,11 @@ from pyramid.response import Response
 from wsgisession import SessionMiddleware, Store
 
 try:
-    from examples.app import check_password
+    from examples.app import check_password, load_secret
 except ImportError:  # run as a script: examples/ is on sys.path, the repository root is not
-    from app import check_password  # type: ignore[no-redef]
+    from app import check_password, load_secret  # type: ignore[no-redef]
 
 DATABASE = os.environ.get("SESSION_DB", "sessions.sqlite3")
-DEV_SECRET = "wsgisession-examples-development-secret-not-for-production"
-
-
-def _secret() -> str:
-    secret = os.environ.get("SESSION_SECRET")
-    if not secret:
-        warnings.warn("SESSION_SECRET is not set: using a fixed development secret", stacklevel=2)
-        secret = DEV_SECRET
-    return secret
 
 
 def page(title: str, body: str, status: int = 200) -> Response:
@@ -111,7 +102,7 @@ def make_app(secret: str | None = None, store: Store | str | None = None, **sett
     *settings* are Pyramid settings.
     """
     if secret is None:
-        secret = _secret()
+        secret = load_secret(DATABASE)
     if store is None:
         store = f"sqlite:///{DATABASE}"
     with Configurator(settings=settings) as config:
