@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from tests import servers
 from wsgisession import _clock
 from wsgisession.errors import ConfigurationError, StoreError, StoreFullError, StoreTimeoutError, StoreUnavailableError
 from wsgisession.ids import new_id, store_key
+from wsgisession.stores import redis as redis_module
 from wsgisession.stores.base import Update
 from wsgisession.stores.redis import RedisStore
 from wsgisession.testing import Clock, StoreContract
@@ -67,6 +70,43 @@ class TestRedisStoreContract(StoreContract):
     def store(self, redis_url: str, prefix: str) -> Iterator[RedisStore]:
         s = RedisStore(redis_url, prefix=prefix)
         s.load(_key())  # connect before the test starts
+        yield s
+        s.close()
+
+
+class TestRedisStoreClientPathContract(StoreContract):
+    """The same contract on the client's own path, which a blocking pool (like Cluster and Sentinel) keeps."""
+
+    @pytest.fixture
+    def store(self, redis_url: str, prefix: str) -> Iterator[RedisStore]:
+        client: RawRedis = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(redis_url))
+        s = RedisStore(client, prefix=prefix)
+        assert s._direct is None
+        yield s
+        s.close()
+        client.close()
+
+
+class TestRedisStoreWithoutRawIOContract(StoreContract):
+    """The direct path without hiredis: commands written and read through the redis-py connection."""
+
+    @pytest.fixture
+    def store(self, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisStore]:
+        monkeypatch.setattr(redis_module, "_hiredis", None)
+        s = RedisStore(redis_url, prefix=prefix)
+        s.load(_key())
+        assert s._direct is not None and all(link.reader is None for link in s._direct._idle)
+        yield s
+        s.close()
+
+
+class TestRedisStoreResp2Contract(StoreContract):
+    """The direct path on RESP2, where a hash's fields come as a flat list."""
+
+    @pytest.fixture
+    def store(self, redis_url: str, prefix: str) -> Iterator[RedisStore]:
+        s = RedisStore(f"{redis_url}?protocol=2", prefix=prefix)
+        assert s._direct is not None
         yield s
         s.close()
 
@@ -637,3 +677,137 @@ def test_user_ids_that_are_not_text_are_refused(store: RedisStore) -> None:
         _bind(store, "\ud800")
     with pytest.raises(TypeError):
         store.sessions_of(42)  # type: ignore[arg-type]
+
+
+# -- the direct path ---------------------------------------------------------------------------
+
+
+def _no_pool(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("the connection pool was used on the hot path")
+
+
+def _client_ids(raw: RawRedis, name: str) -> set[int]:
+    return {int(c["id"]) for c in raw.client_list() if c.get("name") == name}
+
+
+def test_hot_path_bypasses_the_pool(store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert store._direct is not None
+    client: Any = store._client
+    monkeypatch.setattr(client.connection_pool, "get_connection", _no_pool)
+    key = _create(store, {"a": 1})
+    record = store.load(key)
+    assert record is not None and record.data == {"a": 1}
+    assert store.save(key, Update(set={"b": 2}, delete=frozenset({"a"}), expires_at=_clock.now() + 60))
+    assert store.touch(key, _clock.now() + 120)
+    record = store.load(key)
+    assert record is not None and record.data == {"b": 2}
+    store.destroy(key)
+    assert store.load(key) is None
+
+
+def test_other_clients_keep_the_client_path(redis_url: str) -> None:
+    plain: RawRedis = redis.Redis.from_url(redis_url)
+    subclass: RawRedis = type("MyRedis", (redis.Redis,), {})(connection_pool=plain.connection_pool)
+    single: RawRedis = redis.Redis.from_url(redis_url, single_connection_client=True)
+    stores = [RedisStore(plain), RedisStore(subclass), RedisStore(single)]
+    try:
+        assert [s._direct is not None for s in stores] == [True, False, False]
+    finally:
+        for s in stores:
+            s.close()
+        plain.close()
+        single.close()
+
+
+def test_threads_never_share_a_connection(store: RedisStore) -> None:
+    failures: list[BaseException] = []
+    start = threading.Barrier(12)
+
+    def worker(n: int) -> None:
+        try:
+            start.wait()
+            key = _create(store, {"worker": n})
+            for i in range(100):
+                assert store.save(key, Update(set={"i": i, "blob": f"{n}-{i}" * 50}, expires_at=_clock.now() + 60))
+                record = store.load(key)
+                assert record is not None and record.data == {"worker": n, "i": i, "blob": f"{n}-{i}" * 50}
+        except BaseException as exc:  # reported below, with the thread's own traceback
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures[0]
+    assert store._direct is not None and 1 < len(store._direct._made) <= 12
+
+
+def test_connection_killed_between_calls_is_replaced(redis_url: str, raw: RawRedis, prefix: str) -> None:
+    name = servers.unique_name("wsgisession-direct")
+    store = RedisStore(f"{redis_url}?client_name={name}", prefix=prefix)
+    try:
+        key = _create(store, {"a": 1})
+        before = _client_ids(raw, name)
+        assert len(before) == 1
+        for client_id in before:
+            raw.client_kill_filter(_id=client_id)
+        record = store.load(key)  # on a dead socket: retried once, on a new connection
+        assert record is not None and record.data == {"a": 1}
+        after = _client_ids(raw, name)
+        assert len(after) == 1 and not after & before
+        store.close()
+        assert _client_ids(raw, name) == set()
+    finally:
+        store.close()
+
+
+def test_script_flushed_between_calls_is_loaded_again(store: RedisStore, raw: RawRedis) -> None:
+    key = _create(store, {"a": 1})
+    raw.script_flush()
+    assert store.save(key, Update(set={"b": 2}, expires_at=_clock.now() + 60))
+    record = store.load(key)
+    assert record is not None and record.data == {"a": 1, "b": 2}
+
+
+def _load_in_child(store: RedisStore, key: str) -> tuple[Any, bool]:
+    record = store.load(key)
+    direct = store._direct
+    assert direct is not None
+    return (None if record is None else record.data), direct._pid == os.getpid()
+
+
+def test_forked_child_makes_its_own_connection(store: RedisStore) -> None:
+    key = _create(store, {"a": 1})
+    direct = store._direct
+    assert direct is not None and len(direct._idle) == 1
+    sock = direct._idle[0].sock
+    results = servers.run_in_processes(_load_in_child, [(store, key)] * 3)
+    assert results == [({"a": 1}, True)] * 3
+    record = store.load(key)  # the parent's own connection, untouched by the children
+    assert record is not None and record.data == {"a": 1}
+    assert direct._idle[0].sock is sock and direct._pid == os.getpid()
+
+
+def test_timed_out_reply_is_never_read_as_the_next_one(throwaway: servers.ThrowawayRedis) -> None:
+    store = RedisStore(throwaway.url, socket_timeout=0.5)
+    raw: RawRedis = redis.Redis.from_url(throwaway.url)
+    try:
+        first = _create(store, {"first": 1})
+        second = _create(store, {"second": 2})
+        raw.execute_command("CLIENT", "PAUSE", 1000, "ALL")
+        with pytest.raises(StoreTimeoutError):
+            store.load(first)  # its reply comes once the pause ends, on a socket that is gone
+        time.sleep(0.7)
+        record = store.load(second)
+        assert record is not None and record.data == {"second": 2}
+        raw.execute_command("CLIENT", "PAUSE", 1000, "ALL")
+        with pytest.raises(StoreTimeoutError):
+            store.save(first, Update(set={"late": True}, expires_at=_clock.now() + 60))
+        time.sleep(0.7)
+        assert store.touch(second, _clock.now() + 60)
+        record = store.load(first)
+        assert record is not None and record.data in ({"first": 1}, {"first": 1, "late": True})
+    finally:
+        raw.close()
+        store.close()
