@@ -8,6 +8,7 @@ import sqlite3
 import stat
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -268,20 +269,100 @@ def test_full_disk_is_store_full_error_and_keeps_the_old_record(tmp_path: Path) 
         store.close()
 
 
-def test_small_expiry_moves_are_skipped_to_spare_the_index(tmp_path: Path, clock: Clock) -> None:
-    store = SQLiteStore(tmp_path / "s.db")
+def make(store: SQLiteStore, clock: Clock, data: dict[str, object], ttl: float = 600) -> str:
     key = store_key(new_id())
-    t0 = clock()
+    assert store.save(key, Update(set=data, expires_at=clock() + ttl, created_at=clock()))
+    return key
+
+
+def log_frames_of(store: SQLiteStore, action: Callable[[], object]) -> int:
+    """How many pages *action* writes to the (emptied) write-ahead log."""
+    conn = store._connect()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    action()
+    return int(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+
+
+def test_expiry_moves_within_the_hour_leave_the_index_alone(tmp_path: Path, clock: Clock) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    t0 = 3600.0 * (int(clock()) // 3600 + 1) + 60  # a minute into an hour
+    clock.time = t0
+    for _ in range(2000):  # enough rows that the table and its index span many pages
+        make(store, clock, {"n": 0, "pad": "x" * 100})
+    key = store_key(new_id())
     store.save(key, Update(set={"n": 1}, expires_at=t0 + 86400, created_at=t0))
-    clock.advance(30)
-    store.save(key, Update(set={"n": 2}, expires_at=clock() + 86400))
+    clock.advance(1200)
+    # 20 minutes later, the same hour of expiry: the row's page only.
+    assert log_frames_of(store, lambda: store.save(key, Update(set={"n": 2}, expires_at=clock() + 86400))) == 1
     record = store.load(key)
-    assert record is not None
-    assert record.data == {"n": 2}, "the data is always written"
-    assert record.expires_at == t0 + 86400, "30 s later is within a minute: the expiry (and its index) stays"
-    clock.advance(61)
-    store.save(key, Update(set={"n": 3}, expires_at=clock() + 86400))
-    record = store.load(key)
-    assert record is not None
-    assert record.expires_at == clock() + 86400, "a larger move is written"
+    assert record is not None and record.data == {"n": 2}
+    assert record.expires_at == clock() + 86400, "the expiry itself is exact"
+    assert log_frames_of(store, lambda: store.touch(key, clock() + 86400 + 5)) == 1
+    # An hour later the session moves to another bucket: its index entry too.
+    clock.advance(3600)
+    assert log_frames_of(store, lambda: store.save(key, Update(set={"n": 3}, expires_at=clock() + 86400))) > 1
+    assert store.load(key).expires_at == clock() + 86400  # type: ignore[union-attr]
+    clock.advance(3600)
+    assert log_frames_of(store, lambda: store.touch(key, clock() + 86400)) > 1
+    assert store.load(key).expires_at == clock() + 86400  # type: ignore[union-attr]
+    # A bound session saved again by the same user leaves the user index alone.
+    assert store.save(key, Update(set={"n": 4}, expires_at=clock() + 86400, user_id="alice"))
+    assert (
+        log_frames_of(store, lambda: store.save(key, Update(set={"n": 5}, expires_at=clock() + 86400, user_id="alice")))
+        == 1
+    )
+    assert [k for k, _ in store.sessions_of("alice")] == [key]
+    store.close()
+
+
+def test_prune_finds_every_expired_session_whatever_its_bucket(tmp_path: Path, clock: Clock) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    now = 3600.0 * (int(clock()) // 3600 + 10) + 1800  # half past some hour
+    clock.time = now - 7 * 3600
+    long_gone = [make(store, clock, {"i": i}, ttl=3600) for i in range(30)]  # buckets hours ago
+    clock.time = now - 1000
+    this_hour = [make(store, clock, {"i": i}, ttl=500 + (i % 2) * 1000) for i in range(250)]  # half expire before now
+    live = [make(store, clock, {"i": i}, ttl=7200) for i in range(20)]
+    clock.time = now
+    expired_now = this_hour[::2]
+    # A session of the current bucket renewed before it expired stays.
+    renewed = expired_now.pop()
+    clock.time = now - 600
+    assert store.touch(renewed, now + 100)
+    clock.time = now
+    batches = list(store.prune_batches(batch_size=16))
+    assert sum(batches) == len(long_gone) + len(expired_now)
+    assert all(0 < b <= 16 for b in batches)
+    for key in long_gone + expired_now:
+        assert store.load(key) is None
+    conn = store._connect()
+    remaining = {row[0] for row in conn.execute("SELECT key FROM wsgisession_sessions")}
+    assert remaining == set(this_hour[1::2]) | set(live) | {renewed}
+    assert store.prune() == 0
+    store.close()
+
+
+def test_a_table_indexed_on_the_exact_expiry_is_upgraded(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "s.db"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE wsgisession_sessions (key TEXT PRIMARY KEY NOT NULL, data TEXT NOT NULL, "
+        "created_at REAL NOT NULL, expires_at REAL NOT NULL, user_id TEXT) WITHOUT ROWID"
+    )
+    old.execute("CREATE INDEX wsgisession_sessions_expires_at ON wsgisession_sessions (expires_at)")
+    live, dead = store_key(new_id()), store_key(new_id())
+    now = clock()
+    old.executemany(
+        "INSERT INTO wsgisession_sessions VALUES (?, ?, ?, ?, NULL)",
+        [(live, '{"a": 1}', now, now + 600), (dead, '{"a": 2}', now - 7200, now - 3600)],
+    )
+    old.commit()
+    old.close()
+    store = SQLiteStore(path)
+    assert store.load(live) is not None and store.load(live).data == {"a": 1}  # type: ignore[union-attr]
+    assert store.prune() == 1
+    assert store.load(live) is not None
+    indexes = {row[1] for row in store._connect().execute("PRAGMA index_list(wsgisession_sessions)")}
+    assert "wsgisession_sessions_expiry_bucket" in indexes
+    assert "wsgisession_sessions_expires_at" not in indexes
     store.close()

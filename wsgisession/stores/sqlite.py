@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import sqlite3
@@ -14,7 +15,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .. import _clock, _json
 from ..errors import ConfigurationError, StoreError, StoreFullError, StoreTimeoutError, StoreUnavailableError
-from .base import Record, Update, expiry_slack, log, security_log, valid_key
+from .base import Record, Update, log, security_log, valid_key
 
 _IDENTIFIER_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
@@ -23,6 +24,22 @@ def _check_identifier(name: str) -> str:
     if not name or len(name) > 63 or not set(name) <= _IDENTIFIER_CHARS or name[0].isdigit():
         raise ConfigurationError(f"table name {name!r} must be letters, digits and underscores")
     return name
+
+
+#: Width, in seconds, of the expiry buckets that prune() finds sessions by. The
+#: index holds a session's bucket, not its exact expiry: a save that moves the
+#: expiry within the same hour leaves the index alone, and rewrites only the
+#: session's own row (the index entry would be one more random page per save
+#: in a large store).
+_BUCKET = 3600
+_BUCKET_LIMIT = 2**62
+
+
+def _bucket(expires_at: float) -> int:
+    """The expiry bucket of *expires_at*: every expiry in bucket b is before (b + 1) * _BUCKET."""
+    if not math.isfinite(expires_at):
+        return _BUCKET_LIMIT if expires_at > 0 else -_BUCKET_LIMIT
+    return max(-_BUCKET_LIMIT, min(_BUCKET_LIMIT, math.floor(expires_at / _BUCKET)))
 
 
 class SQLiteStore:
@@ -74,14 +91,32 @@ class SQLiteStore:
         self._closed = False
         t = self.table
         self._sql_load = f"SELECT data, created_at, expires_at, user_id FROM {t} WHERE key = ?"
+        self._sql_load_for_update = f"SELECT data, expires_at, user_id, expiry_bucket FROM {t} WHERE key = ?"
         self._sql_insert = (
-            f"INSERT OR REPLACE INTO {t} (key, data, created_at, expires_at, user_id) VALUES (?, ?, ?, ?, ?)"
+            f"INSERT OR REPLACE INTO {t} (key, data, created_at, expires_at, user_id, expiry_bucket) "
+            "VALUES (?, ?, ?, ?, ?, ?)"
         )
-        self._sql_update = f"UPDATE {t} SET data = ?, expires_at = ?, user_id = coalesce(?, user_id) WHERE key = ?"
-        self._sql_update_data = f"UPDATE {t} SET data = ?, user_id = coalesce(?, user_id) WHERE key = ?"
-        self._sql_touch = f"UPDATE {t} SET expires_at = ? WHERE key = ? AND expires_at > ?"
+        # An UPDATE rewrites the index entries of every indexed column it
+        # assigns, even to the value it already has: assign the bucket and the
+        # user only when they change.
+        self._sql_update = f"UPDATE {t} SET data = ?, expires_at = ? WHERE key = ?"
+        self._sql_update_bucket = f"UPDATE {t} SET data = ?, expires_at = ?, expiry_bucket = ? WHERE key = ?"
+        self._sql_set_user = f"UPDATE {t} SET user_id = ? WHERE key = ?"
+        self._sql_touch = f"UPDATE {t} SET expires_at = ? WHERE key = ? AND expires_at > ? AND expiry_bucket = ?"
+        self._sql_touch_bucket = f"UPDATE {t} SET expires_at = ?, expiry_bucket = ? WHERE key = ? AND expires_at > ?"
         self._sql_destroy = f"DELETE FROM {t} WHERE key = ?"
-        self._sql_prune = f"DELETE FROM {t} WHERE key IN (SELECT key FROM {t} WHERE expires_at <= ? LIMIT ?)"
+        # Buckets before the current one hold only expired sessions; the
+        # current one is walked in the index's order (creation time, then key)
+        # and its expired sessions picked out.
+        self._sql_prune_past = (
+            f"DELETE FROM {t} WHERE key IN "
+            f"(SELECT key FROM {t} INDEXED BY {t}_expiry_bucket WHERE expiry_bucket < ? LIMIT ?)"
+        )
+        self._sql_prune_scan = (
+            f"SELECT key, expires_at, created_at FROM {t} INDEXED BY {t}_expiry_bucket "
+            "WHERE expiry_bucket = ? AND (created_at, key) > (?, ?) ORDER BY created_at, key LIMIT ?"
+        )
+        self._sql_prune_one = f"DELETE FROM {t} WHERE key = ? AND expires_at <= ?"
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -184,10 +219,21 @@ class SQLiteStore:
                 conn.execute(
                     f"CREATE TABLE IF NOT EXISTS {t} ("
                     "key TEXT PRIMARY KEY NOT NULL, data TEXT NOT NULL, "
-                    "created_at REAL NOT NULL, expires_at REAL NOT NULL, user_id TEXT"
+                    "created_at REAL NOT NULL, expires_at REAL NOT NULL, user_id TEXT, "
+                    "expiry_bucket INTEGER NOT NULL"
                     ") WITHOUT ROWID"
                 )
-                conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_expires_at ON {t} (expires_at)")
+                columns = {row[1] for row in conn.execute(f"PRAGMA table_info({t})")}
+                if "expiry_bucket" not in columns:
+                    # A table from wsgisession 0.1's pre-releases, indexed on
+                    # the exact expiry: bucket its rows once.
+                    conn.execute(f"ALTER TABLE {t} ADD COLUMN expiry_bucket INTEGER NOT NULL DEFAULT 0")
+                    conn.create_function("wsgisession_bucket", 1, _bucket, deterministic=True)
+                    conn.execute(f"UPDATE {t} SET expiry_bucket = wsgisession_bucket(expires_at)")
+                    conn.execute(f"DROP INDEX IF EXISTS {t}_expires_at")
+                # Within a bucket, by creation time: new sessions go to the end of
+                # the current bucket's range instead of random pages all over it.
+                conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_expiry_bucket ON {t} (expiry_bucket, created_at)")
                 conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_user_id ON {t} (user_id) WHERE user_id IS NOT NULL")
                 conn.execute("COMMIT")
             except BaseException:
@@ -259,32 +305,39 @@ class SQLiteStore:
         return written
 
     def _save_in_transaction(self, conn: sqlite3.Connection, key: str, update: Update, now: float) -> bool:
-        row = conn.execute(self._sql_load, (key,)).fetchone()
-        current = self._decode(row[0]) if row is not None and row[2] > now else None
+        row = conn.execute(self._sql_load_for_update, (key,)).fetchone()
+        current = self._decode(row[0]) if row is not None and row[1] > now else None
+        bucket = _bucket(update.expires_at)
         if current is not None:
             data = _json.encode(update.apply(current))
-            if 0 <= update.expires_at - row[2] < expiry_slack(update.expires_at - now):
-                # Moving the expiry a few seconds would cost an update of the
-                # expires_at index on every save, the dominant cost of a save in
-                # a large store. The record lives on to its current expiry.
-                conn.execute(self._sql_update_data, (data, update.user_id, key))
+            if bucket == row[3]:
+                conn.execute(self._sql_update, (data, update.expires_at, key))
             else:
-                conn.execute(self._sql_update, (data, update.expires_at, update.user_id, key))
+                conn.execute(self._sql_update_bucket, (data, update.expires_at, bucket, key))
+            if update.user_id is not None and update.user_id != row[2]:
+                conn.execute(self._sql_set_user, (update.user_id, key))
             return True
         if update.created_at is None:
             return False
         data = _json.encode(update.apply({}))
-        conn.execute(self._sql_insert, (key, data, update.created_at, update.expires_at, update.user_id))
+        conn.execute(self._sql_insert, (key, data, update.created_at, update.expires_at, update.user_id, bucket))
         return True
 
     def touch(self, key: str, expires_at: float) -> bool:
         if not valid_key(key):
             return False
         conn = self._connect()
+        bucket = _bucket(expires_at)
+        now = _clock.now()
         try:
-            return conn.execute(self._sql_touch, (expires_at, key, _clock.now())).rowcount == 1
+            # Within the same bucket (the usual case) the index is left alone;
+            # otherwise the second statement moves the session to its new one.
+            touched = conn.execute(self._sql_touch, (expires_at, key, now, bucket)).rowcount == 1
+            if not touched:
+                touched = conn.execute(self._sql_touch_bucket, (expires_at, bucket, key, now)).rowcount == 1
         except sqlite3.Error as exc:
             raise self._error("cannot refresh a session", exc) from exc
+        return touched
 
     def destroy(self, key: str) -> None:
         if not valid_key(key):
@@ -307,15 +360,39 @@ class SQLiteStore:
         """Delete expired sessions batch by batch, yielding how many each batch removed."""
         conn = self._connect()
         cutoff = _clock.now()
-        while True:
-            try:
-                deleted = conn.execute(self._sql_prune, (cutoff, batch_size)).rowcount
-            except sqlite3.Error as exc:
-                raise self._error("cannot prune sessions", exc) from exc
-            if deleted:
-                yield deleted
-            if deleted < batch_size:
-                return
+        current = _bucket(cutoff)
+        try:
+            # Whole buckets in the past: every session in them has expired.
+            while True:
+                deleted = conn.execute(self._sql_prune_past, (current, batch_size)).rowcount
+                if deleted:
+                    yield deleted
+                if deleted < batch_size:
+                    break
+            # The current bucket: a walk in index order, batch_size rows at a time.
+            after: tuple[float, str] = (-math.inf, "")
+            while True:
+                rows = conn.execute(self._sql_prune_scan, (current, *after, batch_size)).fetchall()
+                if not rows:
+                    return
+                after = (rows[-1][2], rows[-1][0])
+                expired = [(key, cutoff) for key, expires_at, _ in rows if expires_at <= cutoff]
+                if expired:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        # Re-checked by the DELETE itself: a save meanwhile may have renewed it.
+                        deleted = conn.executemany(self._sql_prune_one, expired).rowcount
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
+                    if deleted:
+                        yield deleted
+                if len(rows) < batch_size:
+                    return
+        except sqlite3.Error as exc:
+            raise self._error("cannot prune sessions", exc) from exc
 
     # -- the user index ------------------------------------------------------------
 
