@@ -190,13 +190,13 @@ class Peer:
 
 @contextlib.contextmanager
 def _no_fsync() -> Iterator[None]:
-    """Turn os.fsync into a no-op, to price FileStore's durability (Beaker never fsyncs)."""
-    real = os.fsync
-    os.fsync = lambda fd: None
+    """Turn os.fsync and os.fdatasync into no-ops, to price FileStore's durability (Beaker never syncs)."""
+    real = os.fsync, os.fdatasync
+    os.fsync = os.fdatasync = lambda fd: None
     try:
         yield
     finally:
-        os.fsync = real
+        os.fsync, os.fdatasync = real
 
 
 class Setup:
@@ -242,11 +242,16 @@ class Setup:
 
     def _ours_file(self) -> list[Peer]:
         return [
-            self._ours("wsgisession", FileStore(self._dir("ours-file")), "FileStore: fsync'ed atomic replace"),
+            self._ours(
+                "wsgisession",
+                FileStore(self._dir("ours-file")),
+                "FileStore: an update overwrites a slot in place, then fdatasync; a new file is fsync'ed and renamed",
+            ),
             self._ours(
                 "wsgisession-nofsync",
                 FileStore(self._dir("ours-file-nofsync")),
-                "FileStore with os.fsync patched to a no-op: the price of durability, not a supported mode",
+                "FileStore with os.fsync and os.fdatasync patched to no-ops: the price of durability, not a supported"
+                " mode",
                 patch=_no_fsync,
             ),
         ]

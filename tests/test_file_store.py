@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,14 @@ from wsgisession.errors import (
 from wsgisession.ids import new_id, store_key
 from wsgisession.stores import base
 from wsgisession.stores.base import Record, Store, Update
-from wsgisession.stores.file import FileStore
+from wsgisession.stores.file import (
+    FileStore,
+    StoredRecord,
+    decode_record_file,
+    encode_record_file,
+    encode_slot,
+    slot_size_for,
+)
 from wsgisession.testing import StoreContract
 
 from . import servers
@@ -56,6 +64,36 @@ def files_in(directory: Path) -> set[str]:
 
 def tmp_files(directory: Path) -> list[str]:
     return [name for name in files_in(directory) if name.startswith(".tmp-")]
+
+
+def stored(directory: Path, key: str) -> StoredRecord:
+    """The record in *key*'s file as the store would read it, with its slot and sequence."""
+    found = decode_record_file((directory / key).read_bytes())
+    assert found is not None
+    return found
+
+
+def payload_of(directory: Path, key: str) -> Any:
+    """The JSON document of the record in *key*'s file."""
+    found = stored(directory, key)
+    raw = (directory / key).read_bytes()
+    start = found.slot * found.slot_size
+    length = int.from_bytes(raw[start + 16 : start + 20], "little")
+    return json.loads(raw[start + 20 : start + 20 + length])
+
+
+def plant(directory: Path, key: str, payload: bytes, *, sequence: int = 1) -> None:
+    """Write a well-formed record file whose slot A holds *payload*, whatever it is."""
+    size = slot_size_for(payload)
+    (directory / key).write_bytes(encode_slot(payload, sequence, size) + bytes(size))
+
+
+def plant_doc(directory: Path, key: str, doc: Any) -> None:
+    plant(directory, key, json.dumps(doc).encode())
+
+
+def security_events(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if getattr(r, "security_event", None) == "corrupt_record"]
 
 
 @pytest.fixture
@@ -139,9 +177,19 @@ def test_round_trip_and_file_format(store: FileStore, directory: Path) -> None:
     now = _clock.now()
     assert store.save(key, Update(set={"user": "ünï", "n": [1, 2.5, None]}, created_at=now, expires_at=now + 60))
     assert store.load(key) == Record({"user": "ünï", "n": [1, 2.5, None]}, now, now + 60)
-    doc = (directory / key).read_text("utf-8")
+    raw = (directory / key).read_bytes()
+    # Two 4 KiB slots: A holds the record (magic, CRC32 of the rest, sequence
+    # 1, length, then the JSON document), B is blank until the first update.
+    assert len(raw) == 8192
+    assert raw[:4] == b"WSS1"
+    assert raw[8:16] == (1).to_bytes(8, "little")
+    length = int.from_bytes(raw[16:20], "little")
+    assert raw[4:8] == zlib.crc32(raw[8 : 20 + length]).to_bytes(4, "little")
+    doc = raw[20 : 20 + length].decode("utf-8")
     assert doc.startswith('{"created_at":')
     assert '"data":{"user":"ünï"' in doc
+    assert raw[20 + length :] == bytes(8192 - 20 - length)
+    assert stored(directory, key) == StoredRecord(store.load(key), 1, 0, 4096)  # type: ignore[arg-type]
     # mtime carries the expiry as a hint for prune()
     assert (directory / key).stat().st_mtime == pytest.approx(now + 60, abs=1)
 
@@ -373,7 +421,7 @@ def test_bad_url(url: str) -> None:
 @pytest.mark.parametrize(
     "content",
     [
-        pytest.param(b"", id="empty"),
+        pytest.param(b"", id="empty-payload"),
         pytest.param(b'{"created_at":1.0,"expires_at":', id="truncated"),
         pytest.param(b"\xff\xfe{}", id="not-utf8"),
         pytest.param(b"not json", id="not-json"),
@@ -385,15 +433,46 @@ def test_bad_url(url: str) -> None:
         pytest.param(b'{"created_at":1,"data":{}}', id="no-expiry"),
     ],
 )
+def test_corrupt_payload_is_absent(
+    store: FileStore, directory: Path, caplog: pytest.LogCaptureFixture, content: bytes
+) -> None:
+    # A slot whose checksum is right but whose payload is no record.
+    key = new_key()
+    plant(directory, key, content)
+    check_corrupt_file_is_absent(store, directory, caplog, key)
+
+
+GOOD_FILE = encode_record_file(Record({"a": 1}, 1.0, 9e9))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b'{"created_at":1,"expires_at":9e9,"data":{}}', id="plain-json"),
+        pytest.param(bytes(8192), id="zeros"),
+        pytest.param(b"WSS1" + bytes(8188), id="magic-only"),
+        pytest.param(GOOD_FILE[:4096], id="one-slot"),
+        pytest.param(GOOD_FILE + b"x", id="a-byte-more"),
+        pytest.param(GOOD_FILE + bytes(4096), id="odd-slot-size"),
+        pytest.param(GOOD_FILE.replace(b"9000000000.0", b"9000000001.0"), id="bad-crc"),
+    ],
+)
 def test_corrupt_file_is_absent(
     store: FileStore, directory: Path, caplog: pytest.LogCaptureFixture, content: bytes
 ) -> None:
     key = new_key()
     (directory / key).write_bytes(content)
+    check_corrupt_file_is_absent(store, directory, caplog, key)
+
+
+def check_corrupt_file_is_absent(store: FileStore, directory: Path, caplog: pytest.LogCaptureFixture, key: str) -> None:
+    content = (directory / key).read_bytes()
     with caplog.at_level(logging.WARNING, logger="wsgisession.security"):
         assert store.load(key) is None
     messages = [r.getMessage() for r in caplog.records if r.name == "wsgisession.security"]
-    assert messages
+    assert len(messages) == 1  # looked at twice (the second time under the lock), reported once
+    assert len(security_events(caplog)) == 1
     assert all(key not in m and "treated as absent" in m for m in messages)
     assert store.touch(key, _clock.now() + 10) is False
     assert store.save(key, Update(set={"a": 1}, expires_at=_clock.now() + 10)) is False
@@ -405,13 +484,328 @@ def test_corrupt_file_is_absent(
 
 def test_symlink_is_not_followed(store: FileStore, directory: Path, tmp_path: Path) -> None:
     outside = tmp_path / "outside"
-    outside.write_text('{"created_at":1,"expires_at":9e9,"data":{"admin":true}}')
+    content = encode_record_file(Record({"admin": True}, 1.0, 9e9))
+    outside.write_bytes(content)
     key = new_key()
     (directory / key).symlink_to(outside)
     assert store.load(key) is None
     create(store, key, a=1)  # replaces the link itself
     assert not (directory / key).is_symlink()
-    assert outside.read_text().startswith('{"created_at":1,')
+    assert outside.read_bytes() == content
+
+
+# -- the two slots: updates in place ----------------------------------------------------------
+
+
+def other_slot(directory: Path, key: str) -> StoredRecord | None:
+    """The version in the slot that does not hold the record (the previous one)."""
+    raw = bytearray((directory / key).read_bytes())
+    live = stored(directory, key)
+    start = live.slot * live.slot_size
+    raw[start : start + live.slot_size] = bytes(live.slot_size)
+    return decode_record_file(bytes(raw))
+
+
+def tear(directory: Path, key: str, slot: int) -> None:
+    """Change a digit in *slot*'s payload: still JSON, but not what was written (only the CRC can tell)."""
+    raw = bytearray((directory / key).read_bytes())
+    at = raw.index(b'"expires_at":', slot * (len(raw) // 2)) + len(b'"expires_at":')
+    raw[at] = ord("1") if raw[at] != ord("1") else ord("2")
+    (directory / key).write_bytes(bytes(raw))
+
+
+def test_an_update_overwrites_the_older_slot_in_place(store: FileStore, directory: Path) -> None:
+    key = new_key()
+    create(store, key, n=0)
+    inode = (directory / key).stat().st_ino
+    first = stored(directory, key)
+    assert (first.sequence, first.slot, first.slot_size) == (1, 0, 4096)
+    assert other_slot(directory, key) is None  # slot B is blank
+    for n in range(1, 6):
+        expires_at = _clock.now() + HOUR + n
+        assert store.save(key, Update(set={"n": n}, expires_at=expires_at))
+        found = stored(directory, key)
+        assert (found.sequence, found.slot, found.slot_size) == (n + 1, n % 2, 4096)
+        assert found.record.data == {"n": n}
+        previous = other_slot(directory, key)
+        assert previous is not None and previous.record.data == {"n": n - 1} and previous.sequence == n
+        st = (directory / key).stat()
+        assert (st.st_ino, st.st_size) == (inode, 8192)
+        assert st.st_mtime == pytest.approx(expires_at, abs=1)
+    assert store.touch(key, _clock.now() + 2 * HOUR)
+    assert stored(directory, key).sequence == 7
+    assert (directory / key).stat().st_ino == inode
+    assert tmp_files(directory) == []
+    assert files_in(directory) == {key, ".locks"}
+
+
+def test_an_update_is_one_pwrite_and_fdatasync_then_the_mtime_hint(
+    store: FileStore, directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = new_key()
+    create(store, key, n=0)
+    events: list[str] = []
+
+    def spy(name: str) -> Callable[..., Any]:
+        real = getattr(os, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            events.append(name)
+            return real(*args, **kwargs)
+
+        return call
+
+    for name in ("pwrite", "write", "fdatasync", "fsync", "utime", "replace", "rename"):
+        monkeypatch.setattr(os, name, spy(name))
+    assert store.save(key, Update(set={"n": 1}, expires_at=_clock.now() + HOUR))
+    assert store.touch(key, _clock.now() + 2 * HOUR)
+    # No rename, no directory sync; and the mtime is set only once the data is
+    # durable, so a power cut cannot leave a hint later than the record's expiry.
+    assert events == ["pwrite", "fdatasync", "utime"] * 2
+
+
+def test_an_expiry_moved_back_gets_a_new_file(store: FileStore, directory: Path) -> None:
+    key = new_key()
+    create(store, key, a=1)
+    inode = (directory / key).stat().st_ino
+    sooner = _clock.now() + 60
+    assert store.touch(key, sooner)
+    # In place, the mtime hint set after the data could be lost to a power cut,
+    # leaving the later expiry as a hint that would make prune() skip the record.
+    assert (directory / key).stat().st_ino != inode
+    assert (directory / key).stat().st_mtime == pytest.approx(sooner, abs=1)
+    found = stored(directory, key)
+    assert (found.sequence, found.slot, found.record.data, found.record.expires_at) == (2, 0, {"a": 1}, sooner)
+    inode = (directory / key).stat().st_ino
+    assert store.touch(key, sooner + 10)  # forward again: in place
+    assert (directory / key).stat().st_ino == inode
+    assert tmp_files(directory) == []
+
+
+def test_a_record_that_outgrows_its_slot_gets_a_bigger_file(store: FileStore, directory: Path) -> None:
+    key = new_key()
+    create(store, key, a=1)
+    inode = (directory / key).stat().st_ino
+    big = "x" * 10_000
+    assert store.save(key, Update(set={"big": big}, expires_at=_clock.now() + HOUR))
+    record = store.load(key)
+    assert record is not None and record.data == {"a": 1, "big": big}
+    found = stored(directory, key)
+    assert (found.sequence, found.slot, found.slot_size) == (2, 0, 12288)
+    assert (directory / key).stat().st_size == 2 * 12288
+    assert (directory / key).stat().st_ino != inode
+    assert tmp_files(directory) == []
+    # Updates of the bigger file are in place again, and it does not shrink back.
+    inode = (directory / key).stat().st_ino
+    assert store.save(key, Update(delete=frozenset({"big"}), expires_at=_clock.now() + HOUR))
+    assert (directory / key).stat().st_ino == inode
+    found = stored(directory, key)
+    assert (found.sequence, found.slot, found.slot_size, found.record.data) == (3, 1, 12288, {"a": 1})
+    # Exactly full: header and payload fill the slot.
+    assert store.save(
+        key, Update(set={"a": "y" * (12288 - 20 - len(payload_of_size(found)))}, expires_at=found.record.expires_at)
+    )
+    assert (directory / key).stat().st_ino == inode
+
+
+def payload_of_size(found: StoredRecord) -> bytes:
+    return b'{"created_at":%r,"expires_at":%r,"data":{"a":""}}' % (found.record.created_at, found.record.expires_at)
+
+
+def test_a_torn_newer_slot_leaves_the_older_version(
+    store: FileStore, directory: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = new_key()
+    create(store, key, n=1)
+    assert store.save(key, Update(set={"n": 2}, expires_at=_clock.now() + HOUR))
+    tear(directory, key, 1)  # the update to n=2 (slot B) was cut short
+    with caplog.at_level(logging.WARNING, logger="wsgisession.security"):
+        record = store.load(key)
+        assert record is not None and record.data == {"n": 1}
+        # The next update goes to the torn slot, never over the intact one.
+        assert store.save(key, Update(set={"m": 3}, expires_at=_clock.now() + HOUR))
+    found = stored(directory, key)
+    assert (found.sequence, found.slot, found.record.data) == (2, 1, {"n": 1, "m": 3})
+    assert security_events(caplog) == []
+
+
+def test_both_slots_torn_is_absent_and_reported_once(
+    store: FileStore, directory: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = new_key()
+    create(store, key, n=1)
+    assert store.save(key, Update(set={"n": 2}, expires_at=_clock.now() + HOUR))
+    tear(directory, key, 0)
+    tear(directory, key, 1)
+    with caplog.at_level(logging.WARNING, logger="wsgisession.security"):
+        assert store.load(key) is None
+    events = security_events(caplog)
+    assert len(events) == 1
+    assert key not in events[0].getMessage() and "treated as absent" in events[0].getMessage()
+
+
+def spy_on_reads(store: FileStore, monkeypatch: pytest.MonkeyPatch, first: bytes) -> tuple[list[str], list[str]]:
+    """Make the store's next file read return *first* (what a racing reader saw); record reads and locks."""
+    reads: list[str] = []
+    locks: list[str] = []
+    real_read_raw, real_locked = store._read_raw, store._locked
+
+    def read_raw(key: str) -> Any:
+        reads.append(key)
+        return first if len(reads) == 1 else real_read_raw(key)
+
+    def locked(key: str) -> Any:
+        locks.append(key)
+        return real_locked(key)
+
+    monkeypatch.setattr(store, "_read_raw", read_raw)
+    monkeypatch.setattr(store, "_locked", locked)
+    return reads, locks
+
+
+def test_a_read_that_saw_both_slots_mid_write_reads_again_under_the_lock(
+    store: FileStore, directory: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = new_key()
+    create(store, key, n=1)
+    for n in (2, 3):
+        assert store.save(key, Update(set={"n": n}, expires_at=_clock.now() + HOUR))
+    # A reader whose one read spanned two updates: each slot caught mid-write.
+    whole = (directory / key).read_bytes()
+    tear(directory, key, 0)
+    tear(directory, key, 1)
+    torn = (directory / key).read_bytes()
+    (directory / key).write_bytes(whole)
+    reads, locks = spy_on_reads(store, monkeypatch, torn)
+    with caplog.at_level(logging.WARNING, logger="wsgisession.security"):
+        record = store.load(key)
+    assert record is not None and record.data == {"n": 3}
+    assert (reads, locks) == ([key, key], [key])
+    assert security_events(caplog) == []
+
+
+def test_a_read_that_saw_one_slot_mid_write_reads_again_under_the_lock(
+    store: FileStore, directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = new_key()
+    create(store, key, n=1)
+    for n in (2, 3, 4):
+        assert store.save(key, Update(set={"n": n}, expires_at=_clock.now() + HOUR))
+    # Slot A (n=3) read whole; slot B read while the update to n=4 was writing
+    # it. Taking A would return n=3 though n=4 may have been written before
+    # the read even began (the updates to n=3 and n=4 both in its window):
+    # a torn slot means "look again under the lock".
+    whole = (directory / key).read_bytes()
+    tear(directory, key, 1)
+    torn = (directory / key).read_bytes()
+    (directory / key).write_bytes(whole)
+    reads, locks = spy_on_reads(store, monkeypatch, torn)
+    record = store.load(key)
+    assert record is not None and record.data == {"n": 4}
+    assert (reads, locks) == ([key, key], [key])
+
+
+def test_a_blank_slot_is_no_reason_to_lock(store: FileStore, directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = new_key()
+    create(store, key, n=1)  # slot B is blank until the first update
+    reads, locks = spy_on_reads(store, monkeypatch, (directory / key).read_bytes())
+    assert store.load(key) is not None
+    assert (reads, locks) == ([key], [])
+
+
+_UPDATER = """
+import sys, time
+from wsgisession.stores.base import Update
+from wsgisession.stores.file import FileStore
+
+store = FileStore(sys.argv[1])
+key, count = sys.argv[2], int(sys.argv[3])
+print("ready", flush=True)
+sys.stdin.readline()
+for n in range(1, count + 1):
+    assert store.save(key, Update(set={"n": n, "pad": "x" * (n % 300)}, expires_at=time.time() + 3600))
+print("done", flush=True)
+"""
+
+_READER = """
+import logging, sys
+from wsgisession.stores.file import FileStore
+
+class Count(logging.Handler):
+    events = 0
+    def emit(self, record):
+        Count.events += 1
+
+logging.getLogger("wsgisession.security").addHandler(Count())
+store = FileStore(sys.argv[1])
+key, last = sys.argv[2], int(sys.argv[3])
+print("ready", flush=True)
+loads, n = 0, 0
+while n < last:
+    record = store.load(key)
+    loads += 1
+    if record is None:
+        print("absent after", loads, flush=True)
+        sys.exit(1)
+    assert record.data["pad"] == "x" * (record.data["n"] % 300), record.data
+    assert record.data["n"] >= n, (record.data["n"], n)
+    n = record.data["n"]
+print("read", loads, "corrupt", Count.events, flush=True)
+"""
+
+
+def test_readers_never_miss_a_record_updated_in_place(
+    store: FileStore, directory: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    count = 600
+    key = new_key()
+    create(store, key, n=0, pad="")
+    inode = (directory / key).stat().st_ino
+    writer = python(_UPDATER, str(directory), key, str(count))
+    reader = python(_READER, str(directory), key, str(count))
+    expect_line(writer, "ready")
+    expect_line(reader, "ready")
+    done = threading.Event()
+    problems: list[str] = []
+    loads = [0, 0]
+
+    def read(index: int) -> None:
+        own = FileStore(directory)  # one thread shares the test's store, one has its own
+        s = store if index == 0 else own
+        n = 0
+        while not done.is_set() or n < count:
+            record = s.load(key)
+            loads[index] += 1
+            if record is None:
+                problems.append(f"absent after {loads[index]} loads")
+                return
+            if record.data["pad"] != "x" * (record.data["n"] % 300) or record.data["n"] < n:
+                problems.append(f"{record.data} after n={n}")
+                return
+            n = record.data["n"]
+
+    with caplog.at_level(logging.WARNING, logger="wsgisession.security"):
+        threads = [threading.Thread(target=read, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        assert writer.stdin is not None
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        expect_line(writer, "done")
+        done.set()
+        for t in threads:
+            t.join(30)
+    out, err = reader.communicate(timeout=60)
+    writer.communicate(timeout=10)
+    assert writer.returncode == 0
+    assert problems == []
+    assert reader.returncode == 0, out + err
+    assert out.split()[-1] == "0", out  # nothing logged as corrupt in the reading process
+    assert int(out.split()[1]) > 100 and min(loads) > 100  # they really read while it wrote
+    assert security_events(caplog) == []
+    assert (directory / key).stat().st_ino == inode
+    assert tmp_files(directory) == []
+    assert stored(directory, key).sequence == count + 1
 
 
 # -- prune ----------------------------------------------------------------------------
@@ -529,8 +923,10 @@ def test_failed_write_keeps_previous_record(
     else:
         monkeypatch.setattr(os, function, _fail(err))
     with pytest.raises(expected) as info:
+        # Too big for the 4 KiB slot: a new, larger file, through a temp file.
         store.save(key, Update(set={"a": 2, "big": "x" * 10_000}, expires_at=_clock.now() + HOUR))
     monkeypatch.undo()
+    assert stored(directory, key).slot_size == 4096
     assert type(info.value) is expected
     message = str(info.value)
     assert str(directory) in message
@@ -540,7 +936,71 @@ def test_failed_write_keeps_previous_record(
     assert tmp_files(directory) == []
 
 
-def test_partial_writes_are_completed(store: FileStore, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("function", "err", "expected"),
+    [
+        pytest.param("pwrite", errno.EIO, StoreError, id="pwrite-EIO"),
+        pytest.param("fdatasync", errno.EIO, StoreError, id="fdatasync-EIO"),
+        pytest.param("fdatasync", errno.ENOSPC, StoreFullError, id="fdatasync-ENOSPC"),
+    ],
+)
+def test_failed_update_in_place_keeps_previous_record(
+    store: FileStore,
+    directory: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    function: str,
+    err: int,
+    expected: type[StoreError],
+) -> None:
+    key = new_key()
+    create(store, key, a=1)
+    assert store.save(key, Update(set={"a": 2, "keep": "me"}, expires_at=_clock.now() + HOUR))
+    before = store.load(key)
+    inode = (directory / key).stat().st_ino
+    real_pwrite = os.pwrite
+    calls: list[int] = []
+
+    def pwrite(fd: int, data: Any, offset: int) -> int:
+        # The first call writes a part of the slot, the second fails: a
+        # torn slot, which the store then blanks (the third call).
+        calls.append(offset)
+        if len(calls) == 2:
+            raise OSError(err, os.strerror(err))
+        return real_pwrite(fd, bytes(data[:100]) if len(calls) == 1 else data, offset)
+
+    if function == "pwrite":
+        monkeypatch.setattr(os, "pwrite", pwrite)
+    else:
+        monkeypatch.setattr(os, function, _fail(err))
+    with pytest.raises(expected) as info:
+        store.save(key, Update(set={"a": 3}, expires_at=_clock.now() + HOUR))
+    monkeypatch.undo()
+    assert type(info.value) is expected
+    assert "previous record is intact" in str(info.value) and key not in str(info.value)
+    # The other slot may hold the new version in the page cache (fdatasync
+    # failed after the write): it is blanked, so readers keep the old one.
+    assert store.load(key) == before
+    assert (directory / key).stat().st_ino == inode
+    assert stored(directory, key).sequence == 2
+    assert store.save(key, Update(set={"a": 4}, expires_at=_clock.now() + HOUR))
+    record = store.load(key)
+    assert record is not None and record.data == {"a": 4, "keep": "me"}
+
+
+@pytest.mark.parametrize("function", ["write", "fsync", "replace"])
+def test_failed_creation_leaves_nothing(
+    store: FileStore, directory: Path, monkeypatch: pytest.MonkeyPatch, function: str
+) -> None:
+    key = new_key()
+    monkeypatch.setattr(os, function, _fail(errno.ENOSPC))
+    with pytest.raises(StoreFullError):
+        create(store, key, a=1)
+    monkeypatch.undo()
+    assert store.load(key) is None
+    assert files_in(directory) == {".locks"}
+
+
+def test_partial_writes_are_completed(store: FileStore, directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_write = os.write
     monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data[:7])))
     key = new_key()
@@ -548,6 +1008,13 @@ def test_partial_writes_are_completed(store: FileStore, monkeypatch: pytest.Monk
     monkeypatch.undo()
     record = store.load(key)
     assert record is not None and record.data == {"text": "a fairly long value " * 20}
+    real_pwrite = os.pwrite
+    monkeypatch.setattr(os, "pwrite", lambda fd, data, offset: real_pwrite(fd, bytes(data[:7]), offset))
+    assert store.save(key, Update(set={"more": "another value " * 20}, expires_at=_clock.now() + HOUR))
+    monkeypatch.undo()
+    record = store.load(key)
+    assert record is not None and record.data == {"text": "a fairly long value " * 20, "more": "another value " * 20}
+    assert stored(directory, key).sequence == 2
 
 
 def test_directory_fsync_unsupported_is_tolerated(store: FileStore, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -805,6 +1272,46 @@ def test_writer_killed_at_random_points_never_tears_a_record(
     assert files_in(directory) == {*keys, ".locks"}
 
 
+_IN_PLACE_CRASHER = """
+import sys, time
+from wsgisession.stores.base import Update
+from wsgisession.stores.file import FileStore
+
+store = FileStore(sys.argv[1])
+key = sys.argv[2]
+n = store.load(key).data["n"]
+print("ready", flush=True)
+while True:
+    n += 1
+    store.save(key, Update(set={"n": n, "v": "y" * (n % 3000)}, expires_at=time.time() + 86400))
+"""
+
+
+def test_writer_killed_mid_update_in_place_never_tears_a_record(store: FileStore, directory: Path) -> None:
+    key = new_key()
+    create(store, key, n=0, v="")
+    inode = (directory / key).stat().st_ino
+    seen = 0
+    rng = random.Random(20250101)
+    for _ in range(15):
+        writer = python(_IN_PLACE_CRASHER, str(directory), key)
+        expect_line(writer, "ready")
+        time.sleep(rng.uniform(0.005, 0.08))
+        writer.send_signal(signal.SIGKILL)
+        writer.communicate(timeout=10)
+        assert writer.returncode == -signal.SIGKILL
+        record = store.load(key)
+        assert record is not None
+        n = record.data["n"]
+        assert record.data["v"] == "y" * (n % 3000)
+        assert n >= seen
+        seen = n
+    assert seen > 0, "the writer never got an update written"
+    assert (directory / key).stat().st_ino == inode  # every update was in place
+    assert files_in(directory) == {key, ".locks"}
+    assert FileStore(directory, lock_timeout=1).touch(key, _clock.now() + HOUR)
+
+
 # -- the user index -------------------------------------------------------------------------
 
 
@@ -833,17 +1340,16 @@ def test_index_layout_and_permissions(tmp_path: Path) -> None:
     assert stat.S_IMODE(marker.stat().st_mode) == 0o600
     assert stat.S_IMODE(marker.parent.stat().st_mode) == 0o700
     assert stat.S_IMODE((directory / ".users").stat().st_mode) == 0o700
-    doc = json.loads((directory / key).read_text("utf-8"))
-    assert doc["user_id"] == "../../etc"
+    assert payload_of(directory, key)["user_id"] == "../../etc"
     anonymous = new_key()
     create(store, anonymous, a=1)
-    assert "user_id" not in json.loads((directory / anonymous).read_text("utf-8"))
+    assert "user_id" not in payload_of(directory, anonymous)
     assert not (tmp_path / "etc").exists()
 
 
 def test_records_written_before_the_index_still_load(store: FileStore, directory: Path) -> None:
     key = new_key()
-    (directory / key).write_text('{"created_at":1,"expires_at":9e9,"data":{"a":1}}')
+    plant(directory, key, b'{"created_at":1,"expires_at":9e9,"data":{"a":1}}')
     record = store.load(key)
     assert record is not None and record.user_id is None
     assert store.save(key, Update(expires_at=_clock.now() + 60, user_id="alice"))
@@ -853,7 +1359,7 @@ def test_records_written_before_the_index_still_load(store: FileStore, directory
 @pytest.mark.parametrize("user_id", [1, [], {"a": 1}, True], ids=repr)
 def test_a_user_id_that_is_not_text_is_a_corrupt_record(store: FileStore, directory: Path, user_id: Any) -> None:
     key = new_key()
-    (directory / key).write_text(json.dumps({"created_at": 1, "expires_at": 9e9, "data": {}, "user_id": user_id}))
+    plant_doc(directory, key, {"created_at": 1, "expires_at": 9e9, "data": {}, "user_id": user_id})
     assert store.load(key) is None
 
 
@@ -887,7 +1393,7 @@ def test_crash_between_marker_and_record_leaves_only_a_harmless_marker(
     class PowerCut(BaseException):
         pass
 
-    def crash(self: FileStore, key: str, record: Record) -> None:
+    def crash(self: FileStore, *args: Any) -> None:
         raise PowerCut
 
     monkeypatch.setattr(FileStore, "_write", crash)
