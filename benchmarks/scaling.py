@@ -51,9 +51,9 @@ from typing import Any
 import _bench
 
 from wsgisession import _clock
-from wsgisession.stores.base import Update
-from wsgisession.stores.file import FileStore
-from wsgisession.stores.sqlite import SQLiteStore
+from wsgisession.stores.base import Record, Update
+from wsgisession.stores.file import FileStore, encode_record_file
+from wsgisession.stores.sqlite import SQLiteStore, _bucket
 
 STORES = ("sqlite", "file", "postgres")
 POSTGRES_URL = os.environ.get("WSGISESSION_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -124,12 +124,17 @@ class SQLiteBackend(Backend):
         conn = sqlite3.connect(store.path, isolation_level=None)
         try:
             conn.execute("PRAGMA synchronous = OFF")
-            insert = f"INSERT INTO {store.table} (key, data, created_at, expires_at, user_id) VALUES (?, ?, ?, ?, NULL)"
+            insert = (
+                f"INSERT INTO {store.table} (key, data, created_at, expires_at, user_id, expiry_bucket) "
+                "VALUES (?, ?, ?, ?, NULL, ?)"
+            )
             for start in range(0, count, 50_000):
                 rows = []
                 for i in range(start, min(count, start + 50_000)):
                     created, expires = self.times(i, now, expired=expired)
-                    rows.append((session_key(label, i), json.dumps(session_data(i)), created, expires))
+                    rows.append(
+                        (session_key(label, i), json.dumps(session_data(i)), created, expires, _bucket(expires))
+                    )
                 conn.execute("BEGIN")
                 conn.executemany(insert, rows)
                 conn.execute("COMMIT")
@@ -150,18 +155,19 @@ class FileBackend(Backend):
         return FileStore(store._dir)
 
     def fill(self, store: FileStore, label: str, count: int, *, expired: bool) -> None:
-        # The record format FileStore writes (see FileStore._write): the expiry
-        # doubles as the file's mtime. No fsync: a benchmark's data need not
-        # survive a power cut, and one fsync per file would take an hour.
+        # The record file FileStore writes for a new session (two slots, see
+        # wsgisession.stores.file): the expiry doubles as the file's mtime.
+        # No fsync: a benchmark's data need not survive a power cut, and one
+        # fsync per file would take an hour.
         now = _clock.now()
         directory = store._dir
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         for i in range(count):
             created, expires = self.times(i, now, expired=expired)
-            doc = {"created_at": created, "expires_at": expires, "data": session_data(i)}
+            content = encode_record_file(Record(session_data(i), created, expires))
             fd = os.open(os.path.join(directory, session_key(label, i)), flags, 0o600)
             try:
-                os.write(fd, json.dumps(doc, separators=(",", ":")).encode())
+                os.write(fd, content)
                 os.utime(fd, (expires, expires))
             finally:
                 os.close(fd)

@@ -161,11 +161,17 @@ def plant(kind: str, store: Any, key: str, raw: bytes) -> None:
         store._records[key] = _Entry(raw.decode("latin-1"), now, now + 600, None)
     elif kind == "sqlite":
         store._connect().execute(
-            f"INSERT OR REPLACE INTO {store.table} (key, data, created_at, expires_at) VALUES (?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO {store.table} (key, data, created_at, expires_at, expiry_bucket) "
+            "VALUES (?, ?, ?, ?, 0)",
             (key, raw, now, now + 600),
         )
     elif kind == "file":
-        Path(store._dir, key).write_bytes(raw)
+        from wsgisession.stores.file import encode_slot, slot_size_for
+
+        # A well-formed record file whose slot holds *raw*: the payload, not
+        # the file format, is what is on trial.
+        size = slot_size_for(raw)
+        Path(store._dir, key).write_bytes(encode_slot(raw, 1, size) + bytes(size))
     elif kind == "redis":
         name = store._redis_key(key)
         store._client.delete(name)
