@@ -112,11 +112,20 @@ class SQLiteStore:
             f"DELETE FROM {t} WHERE key IN "
             f"(SELECT key FROM {t} INDEXED BY {t}_expiry_bucket WHERE expiry_bucket < ? LIMIT ?)"
         )
-        self._sql_prune_scan = (
-            f"SELECT key, expires_at, created_at FROM {t} INDEXED BY {t}_expiry_bucket "
-            "WHERE expiry_bucket = ? AND (created_at, key) > (?, ?) ORDER BY created_at, key LIMIT ?"
+        # The end of the next stretch of the walk: batch_size entries on.
+        self._sql_prune_stretch = (
+            f"SELECT created_at, key FROM {t} INDEXED BY {t}_expiry_bucket "
+            "WHERE expiry_bucket = ? AND (created_at, key) > (?, ?) ORDER BY created_at, key LIMIT 1 OFFSET ?"
         )
-        self._sql_prune_one = f"DELETE FROM {t} WHERE key = ? AND expires_at <= ?"
+        self._sql_prune_current = (
+            f"DELETE FROM {t} WHERE key IN (SELECT key FROM {t} INDEXED BY {t}_expiry_bucket "
+            "WHERE expiry_bucket = ? AND (created_at, key) > (?, ?) AND (created_at, key) <= (?, ?) "
+            "AND expires_at <= ?)"
+        )
+        self._sql_prune_rest = (
+            f"DELETE FROM {t} WHERE key IN (SELECT key FROM {t} INDEXED BY {t}_expiry_bucket "
+            "WHERE expiry_bucket = ? AND (created_at, key) > (?, ?) AND expires_at <= ?)"
+        )
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -369,28 +378,20 @@ class SQLiteStore:
                     yield deleted
                 if deleted < batch_size:
                     break
-            # The current bucket: a walk in index order, batch_size rows at a time.
+            # The current bucket: a walk in index order, each stretch of
+            # batch_size entries one DELETE of those in it that have expired.
             after: tuple[float, str] = (-math.inf, "")
             while True:
-                rows = conn.execute(self._sql_prune_scan, (current, *after, batch_size)).fetchall()
-                if not rows:
-                    return
-                after = (rows[-1][2], rows[-1][0])
-                expired = [(key, cutoff) for key, expires_at, _ in rows if expires_at <= cutoff]
-                if expired:
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        # Re-checked by the DELETE itself: a save meanwhile may have renewed it.
-                        deleted = conn.executemany(self._sql_prune_one, expired).rowcount
-                        conn.execute("COMMIT")
-                    except BaseException:
-                        if conn.in_transaction:
-                            conn.execute("ROLLBACK")
-                        raise
+                end = conn.execute(self._sql_prune_stretch, (current, *after, batch_size - 1)).fetchone()
+                if end is None:  # fewer than batch_size entries left
+                    deleted = conn.execute(self._sql_prune_rest, (current, *after, cutoff)).rowcount
                     if deleted:
                         yield deleted
-                if len(rows) < batch_size:
                     return
+                deleted = conn.execute(self._sql_prune_current, (current, *after, *end, cutoff)).rowcount
+                if deleted:
+                    yield deleted
+                after = (end[0], end[1])
         except sqlite3.Error as exc:
             raise self._error("cannot prune sessions", exc) from exc
 
