@@ -253,11 +253,19 @@ def request(store: Any, key: str) -> None:
     store.save(key, Update(set={"n": record.data["n"] + 1}, expires_at=_clock.now() + TTL))
 
 
-def time_requests(store: Any, keys: list[str]) -> float:
-    started = time.perf_counter()
-    for key in keys:
-        request(store, key)
-    return time.perf_counter() - started
+def time_requests(store: Any, keys: list[str], latencies: list[float] | None = None) -> float:
+    """Seconds to serve *keys*; each request's own time is appended to *latencies* if given."""
+    clock = time.perf_counter
+    started = clock()
+    if latencies is None:
+        for key in keys:
+            request(store, key)
+    else:
+        for key in keys:
+            began = clock()
+            request(store, key)
+            latencies.append(clock() - began)
+    return clock() - started
 
 
 def per_request_cost(
@@ -280,19 +288,28 @@ def per_request_cost(
         sizes[name] = max(5, min(max_n, round(target / (elapsed / n))))
     names = list(stores)
     us: dict[str, list[float]] = {name: [] for name in names}
+    # Every request's own time too: the mean hides whether a store is slower on
+    # every request or on a few (a checkpoint, a page read back from disk).
+    latencies: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % 2 :] + names[: r % 2]:
             store, label, population = stores[name]
             keys = sample(label, population, sizes[name])
             gc.collect()
-            us[name].append(time_requests(store, keys) / len(keys) * 1e6)
+            us[name].append(time_requests(store, keys, latencies[name]) / len(keys) * 1e6)
     small, large = us["small"], us["large"]
+    pct = {
+        name: {f"p{q}": round(_bench.percentile(values, q / 100) * 1e6, 1) for q in (50, 90, 99)}
+        for name, values in latencies.items()
+    }
     return {
         "requests_per_round": sizes,
         "us_per_request_rounds": {name: [round(v, 2) for v in values] for name, values in us.items()},
         "small_us": round(_bench.median(small), 2),
         "large_us": round(_bench.median(large), 2),
         "ratio_large_over_small": round(_bench.median([b / a for a, b in zip(small, large, strict=True)]), 3),
+        "request_percentiles_us": pct,
+        "p50_ratio_large_over_small": round(pct["large"]["p50"] / pct["small"]["p50"], 3),
     }
 
 
@@ -442,9 +459,22 @@ def run_store(name: str, args: argparse.Namespace, workdir: str) -> dict[str, An
 
 def per_request_rows(name: str, result: dict[str, Any]) -> tuple[tuple[str, ...], list[list[object]]]:
     p = result["per_request"]
-    headers = ("store", "small", "µs/request", "large", "µs/request", "large/small")
+    headers = ("store", "small", "µs/request", "p50", "p99", "large", "µs/request", "p50", "p99", "large/small", "p50s")
+    pct = p["request_percentiles_us"]
     return headers, [
-        [name, result["small"], p["small_us"], result["large"], p["large_us"], p["ratio_large_over_small"]]
+        [
+            name,
+            result["small"],
+            p["small_us"],
+            pct["small"]["p50"],
+            pct["small"]["p99"],
+            result["large"],
+            p["large_us"],
+            pct["large"]["p50"],
+            pct["large"]["p99"],
+            p["ratio_large_over_small"],
+            p["p50_ratio_large_over_small"],
+        ]
     ]
 
 
