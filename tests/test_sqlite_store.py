@@ -366,3 +366,19 @@ def test_a_table_indexed_on_the_exact_expiry_is_upgraded(tmp_path: Path, clock: 
     assert "wsgisession_sessions_expiry_bucket" in indexes
     assert "wsgisession_sessions_expires_at" not in indexes
     store.close()
+
+
+def test_a_far_future_expiry_is_stored_and_bucketed(tmp_path: Path) -> None:
+    # Its hour is past what an SQLite INTEGER holds: the bucket is clamped, the
+    # expiry itself kept exact, and the session live, touchable and prunable.
+    store = SQLiteStore(tmp_path / "s.db")
+    key = store_key(new_id())
+    now = time.time()
+    assert store.save(key, Update(set={"a": 1}, expires_at=1e300, created_at=now))
+    record = store.load(key)
+    assert record is not None and record.expires_at == 1e300
+    assert store.touch(key, 1e301)
+    assert store.load(key).expires_at == 1e301  # type: ignore[union-attr]
+    assert store.prune() == 0
+    assert store.load(key) is not None
+    store.close()

@@ -9,6 +9,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -40,6 +41,20 @@ def _bucket(expires_at: float) -> int:
     if not math.isfinite(expires_at):
         return _BUCKET_LIMIT if expires_at > 0 else -_BUCKET_LIMIT
     return max(-_BUCKET_LIMIT, min(_BUCKET_LIMIT, math.floor(expires_at / _BUCKET)))
+
+
+@contextmanager
+def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """A ``BEGIN IMMEDIATE`` transaction: committed at the end unless the block rolled it back, rolled back on error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    if conn.in_transaction:
+        conn.execute("COMMIT")
 
 
 class SQLiteStore:
@@ -223,8 +238,7 @@ class SQLiteStore:
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         t = self.table
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _write_transaction(conn):
                 conn.execute(
                     f"CREATE TABLE IF NOT EXISTS {t} ("
                     "key TEXT PRIMARY KEY NOT NULL, data TEXT NOT NULL, "
@@ -244,10 +258,6 @@ class SQLiteStore:
                 # the current bucket's range instead of random pages all over it.
                 conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_expiry_bucket ON {t} (expiry_bucket, created_at)")
                 conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_user_id ON {t} (user_id) WHERE user_id IS NOT NULL")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise self._error("cannot create the sessions table", exc) from exc
         self._schema_ready = True
@@ -299,14 +309,10 @@ class SQLiteStore:
         conn = self._connect()
         now = _clock.now()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _write_transaction(conn):
                 written = self._save_in_transaction(conn, key, update, now)
-                conn.execute("COMMIT" if written else "ROLLBACK")
-            except BaseException:
-                if conn.in_transaction:
+                if not written:
                     conn.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise self._error("cannot save a session", exc) from exc
         if not written:
@@ -420,19 +426,13 @@ class SQLiteStore:
         conn = self._connect()
         now = _clock.now()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _write_transaction(conn):
                 # Count, then delete, in one write transaction (no RETURNING: it
                 # needs SQLite 3.35, newer than some Pythons are built with).
                 live = conn.execute(
                     f"SELECT count(*) FROM {self.table} WHERE user_id = ? AND expires_at > ?", (user_id, now)
                 ).fetchone()[0]
                 conn.execute(f"DELETE FROM {self.table} WHERE user_id = ?", (user_id,))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise self._error("cannot end a user's sessions", exc) from exc
         return int(live)
