@@ -17,7 +17,6 @@ code, :func:`current_session` is ``flask.session`` with its type.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import flask
@@ -27,6 +26,7 @@ from ..middleware import ENVIRON_KEY, SessionMiddleware
 from ..session import FLASH_KEY, Session
 from ..signing import Secret, SecretLike
 from ..stores.base import Store
+from ._view import SessionView
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["FlaskSession", "NoMiddlewareSession", "WSGISessionInterface", "current_session", "init_app"]
 
 
-class FlaskSession(SessionMixin):
+class FlaskSession(SessionView, SessionMixin):
     """``flask.session``: Flask's ``SessionMixin`` over a :class:`~wsgisession.Session`.
 
     Values must be JSON data. The one exception is Flask's flash storage:
@@ -61,7 +61,7 @@ class FlaskSession(SessionMixin):
     # -- the mapping -------------------------------------------------------------
 
     def __getitem__(self, key: str) -> Any:
-        value = self.wsgi_session[key]
+        value = super().__getitem__(key)
         if key == FLASH_KEY and type(value) is list:
             # A fresh list: flask.flash() appends to it and stores it back.
             return [tuple(item) if type(item) is list else item for item in value]
@@ -70,23 +70,7 @@ class FlaskSession(SessionMixin):
     def __setitem__(self, key: str, value: Any) -> None:
         if key == FLASH_KEY and type(value) is list:
             value = [list(item) if type(item) is tuple else item for item in value]
-        self.wsgi_session[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self.wsgi_session[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.wsgi_session
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.wsgi_session)
-
-    def __len__(self) -> int:
-        return len(self.wsgi_session)
-
-    def clear(self) -> None:
-        """Remove every key (the session itself lives on; see :meth:`destroy`)."""
-        self.wsgi_session.clear()
+        super().__setitem__(key, value)
 
     # -- SessionMixin ----------------------------------------------------------------
 

@@ -16,7 +16,6 @@ and :meth:`Session.check_csrf <wsgisession.Session.check_csrf>` all agree.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from pyramid.interfaces import ISession
@@ -24,6 +23,7 @@ from zope.interface import implementer
 
 from ..middleware import get_session
 from ..session import CSRF_KEY, Session
+from ._view import SessionView
 
 __all__ = ["DEFAULT_QUEUE_CATEGORY", "PyramidSession", "includeme", "session_factory"]
 
@@ -46,7 +46,7 @@ def _category(queue: str) -> str:
 
 
 @implementer(ISession)
-class PyramidSession(MutableMapping[str, Any]):
+class PyramidSession(SessionView):
     """Pyramid's ``ISession`` over a :class:`~wsgisession.Session`.
 
     Values must be JSON data, as Pyramid 2 requires. Flash queues are
@@ -68,27 +68,7 @@ class PyramidSession(MutableMapping[str, Any]):
 
     # -- the mapping -------------------------------------------------------------
 
-    def __getitem__(self, key: str) -> Any:
-        return self.wsgi_session[_key(key)]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.wsgi_session[_key(key)] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self.wsgi_session[_key(key)]
-
-    def __contains__(self, key: object) -> bool:
-        return (_key(key) if type(key) is str else key) in self.wsgi_session
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.wsgi_session)
-
-    def __len__(self) -> int:
-        return len(self.wsgi_session)
-
-    def clear(self) -> None:
-        """Remove every key (the session itself lives on; see :meth:`invalidate`)."""
-        self.wsgi_session.clear()
+    _key = staticmethod(_key)
 
     # -- ISession ------------------------------------------------------------------
 
