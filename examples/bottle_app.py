@@ -9,69 +9,64 @@ Needs ``pip install wsgisession[bottle]``.
 
 from __future__ import annotations
 
-import html
-import os
-import sys
-from typing import Any
-
 import bottle
 
 from wsgisession import Session, SessionMiddleware, Store
 from wsgisession.integrations.bottle import SessionPlugin
 
 try:
-    from examples.app import check_password, load_secret
+    from examples._common import (
+        DATABASE,
+        FORBIDDEN,
+        LOG_IN_FIRST,
+        dashboard_page,
+        lazy_app,
+        login_page,
+        page,
+        serve,
+        session_settings,
+    )
+    from examples.app import check_password
 except ImportError:  # run as a script: examples/ is on sys.path, the repository root is not
-    from app import check_password, load_secret  # type: ignore[no-redef]
-
-DATABASE = os.environ.get("SESSION_DB", "sessions.sqlite3")
-
-
-def page(title: str, body: str) -> str:
-    return (
-        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>'
-        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>"
+    from _common import (  # type: ignore[no-redef]
+        DATABASE,
+        FORBIDDEN,
+        LOG_IN_FIRST,
+        dashboard_page,
+        lazy_app,
+        login_page,
+        page,
+        serve,
+        session_settings,
     )
+    from app import check_password  # type: ignore[no-redef]
 
 
-def login_page(session: Session, message: str = "") -> str:
-    notes = "".join(f'<p class="msg">{html.escape(text)}</p>' for _, text in session.pop_flashes())
-    if message:
-        notes += f'<p class="msg error">{html.escape(message)}</p>'
-    return page(
-        "Log in",
-        f'{notes}<form method="post" action="/login">'
-        f'<input type="hidden" name="csrf_token" value="{html.escape(session.csrf_token)}">'
-        '<p><label>Username <input name="username" autocomplete="username"></label></p>'
-        '<p><label>Password <input name="password" type="password" autocomplete="current-password"></label></p>'
-        '<p><button type="submit">Log in</button></p></form>',
-    )
+def flashes(session: Session) -> list[str]:
+    return [text for _, text in session.pop_flashes()]
 
 
 def make_app(secret: str | None = None, store: Store | str | None = None) -> SessionMiddleware:
     """The Bottle application wrapped in SessionMiddleware (SQLite at ``DATABASE`` by default)."""
-    if secret is None:
-        secret = load_secret(DATABASE)
-    if store is None:
-        store = f"sqlite:///{DATABASE}"
+    secret, store = session_settings(secret, store, DATABASE)
     web = bottle.Bottle()
     web.install(SessionPlugin())  # routes that take a `session` argument get the session
 
     @web.get("/login")
     def show_login(session: Session) -> str:
-        return login_page(session)
+        return login_page(flashes(session), session.csrf_token)
 
     @web.post("/login")
     def login(session: Session) -> str:
         form = bottle.request.forms
         if not session.check_csrf(form.getunicode("csrf_token")):
             bottle.response.status = 403
-            return login_page(session, "The form expired; please try again.")
+            return login_page(flashes(session), session.csrf_token, "The form expired; please try again.")
         username = form.getunicode("username", default="")
         user_id = check_password(username, form.getunicode("password", default=""))
         if user_id is None:
             bottle.response.status = 401
-            return login_page(session, "Invalid username or password.")
+            return login_page(flashes(session), session.csrf_token, "Invalid username or password.")
         session.login(user_id)  # a new session ID (fixation defence) and CSRF token, bound to the user
         session["username"] = username
         raise bottle.HTTPResponse(status=303, headers={"Location": "/dashboard"})
@@ -80,23 +75,16 @@ def make_app(secret: str | None = None, store: Store | str | None = None) -> Ses
     def dashboard(session: Session) -> str:
         if session.user_id is None:
             bottle.response.status = 401
-            return page("Please log in first", '<p><a href="/login">Log in</a></p>')
+            return page(*LOG_IN_FIRST)
         session["visits"] = session.get("visits", 0) + 1
         bottle.response.set_header("Cache-Control", "no-store")
-        return page(
-            f"Welcome, {session['username']}",
-            f"<p>User ID: {html.escape(session.user_id)}</p>"
-            f"<p>Visits this session: {session['visits']}</p>"
-            '<form method="post" action="/logout">'
-            f'<input type="hidden" name="csrf_token" value="{html.escape(session.csrf_token)}">'
-            '<button type="submit">Log out</button></form>',
-        )
+        return dashboard_page(session["username"], session.user_id, session["visits"], session.csrf_token)
 
     @web.post("/logout")
     def logout(session: Session) -> str:
         if not session.check_csrf(bottle.request.forms.getunicode("csrf_token")):
             bottle.response.status = 403
-            return page("Forbidden", "<p>Missing or wrong CSRF token.</p>")
+            return page(*FORBIDDEN)
         session.destroy()
         session.flash("Logged out")
         raise bottle.HTTPResponse(status=303, headers={"Location": "/login"})
@@ -104,19 +92,8 @@ def make_app(secret: str | None = None, store: Store | str | None = None) -> Ses
     return SessionMiddleware(web, secret=secret, store=store)
 
 
-def __getattr__(name: str) -> Any:
-    # The module-level ``app`` (``examples.bottle_app:app`` for gunicorn), built on
-    # first use so that importing this module touches no file.
-    if name == "app":
-        globals()["app"] = built = make_app()
-        return built
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_app(make_app, globals())  # ``examples.bottle_app:app`` for gunicorn
 
 
 if __name__ == "__main__":
-    from wsgiref.simple_server import make_server
-
-    port = int(sys.argv[1]) if len(sys.argv) > 1 else 8000
-    with make_server("127.0.0.1", port, make_app()) as server:
-        print(f"Serving on http://127.0.0.1:{port}/login (demo user: admin / 123)")
-        server.serve_forever()
+    serve(make_app())

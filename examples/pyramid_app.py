@@ -9,9 +9,6 @@ Needs ``pip install wsgisession[pyramid]``.
 
 from __future__ import annotations
 
-import html
-import os
-import sys
 from typing import Any
 
 from pyramid.config import Configurator
@@ -23,49 +20,53 @@ from pyramid.response import Response
 from wsgisession import SessionMiddleware, Store
 
 try:
-    from examples.app import check_password, load_secret
+    from examples._common import (
+        DATABASE,
+        FORBIDDEN,
+        LOG_IN_FIRST,
+        dashboard_page,
+        lazy_app,
+        login_page,
+        page,
+        serve,
+        session_settings,
+    )
+    from examples.app import check_password
 except ImportError:  # run as a script: examples/ is on sys.path, the repository root is not
-    from app import check_password, load_secret  # type: ignore[no-redef]
-
-DATABASE = os.environ.get("SESSION_DB", "sessions.sqlite3")
-
-
-def page(title: str, body: str, status: int = 200) -> Response:
-    return Response(
-        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>'
-        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>",
-        status=status,
-        content_type="text/html",
-        charset="utf-8",
+    from _common import (  # type: ignore[no-redef]
+        DATABASE,
+        FORBIDDEN,
+        LOG_IN_FIRST,
+        dashboard_page,
+        lazy_app,
+        login_page,
+        page,
+        serve,
+        session_settings,
     )
+    from app import check_password  # type: ignore[no-redef]
 
 
-def login_page(request: Request, message: str = "", status: int = 200) -> Response:
-    notes = "".join(f'<p class="msg">{html.escape(text)}</p>' for text in request.session.pop_flash())
-    if message:
-        notes += f'<p class="msg error">{html.escape(message)}</p>'
-    return page(
-        "Log in",
-        f'{notes}<form method="post" action="/login">'
-        f'<input type="hidden" name="csrf_token" value="{html.escape(request.session.get_csrf_token())}">'
-        '<p><label>Username <input name="username" autocomplete="username"></label></p>'
-        '<p><label>Password <input name="password" type="password" autocomplete="current-password"></label></p>'
-        '<p><button type="submit">Log in</button></p></form>',
-        status=status,
-    )
+def respond(html_text: str, status: int = 200) -> Response:
+    return Response(html_text, status=status, content_type="text/html", charset="utf-8")
+
+
+def login_response(request: Request, message: str = "", status: int = 200) -> Response:
+    flashes = request.session.pop_flash()
+    return respond(login_page(flashes, request.session.get_csrf_token(), message), status)
 
 
 def show_login(request: Request) -> Response:
-    return login_page(request)
+    return login_response(request)
 
 
 def login(request: Request) -> Response:
     if not check_csrf_token(request, raises=False):  # the csrf_token form field or X-CSRF-Token header
-        return login_page(request, "The form expired; please try again.", status=403)
+        return login_response(request, "The form expired; please try again.", status=403)
     username = request.POST.get("username", "")
     user_id = check_password(username, request.POST.get("password", ""))
     if user_id is None:
-        return login_page(request, "Invalid username or password.", status=401)
+        return login_response(request, "Invalid username or password.", status=401)
     request.session.login(user_id)  # a new session ID (fixation defence) and CSRF token, bound to the user
     request.session["username"] = username
     return HTTPSeeOther(location="/dashboard")
@@ -74,15 +75,10 @@ def login(request: Request) -> Response:
 def dashboard(request: Request) -> Response:
     session = request.session
     if session.user_id is None:
-        return page("Please log in first", '<p><a href="/login">Log in</a></p>', status=401)
+        return respond(page(*LOG_IN_FIRST), status=401)
     session["visits"] = session.get("visits", 0) + 1
-    response = page(
-        f"Welcome, {session['username']}",
-        f"<p>User ID: {html.escape(session.user_id)}</p>"
-        f"<p>Visits this session: {session['visits']}</p>"
-        '<form method="post" action="/logout">'
-        f'<input type="hidden" name="csrf_token" value="{html.escape(request.session.get_csrf_token())}">'
-        '<button type="submit">Log out</button></form>',
+    response = respond(
+        dashboard_page(session["username"], session.user_id, session["visits"], session.get_csrf_token())
     )
     response.cache_control = "no-store"
     return response
@@ -90,7 +86,7 @@ def dashboard(request: Request) -> Response:
 
 def logout(request: Request) -> Response:
     if not check_csrf_token(request, raises=False):
-        return page("Forbidden", "<p>Missing or wrong CSRF token.</p>", status=403)
+        return respond(page(*FORBIDDEN), status=403)
     request.session.invalidate()
     request.session.flash("Logged out")
     return HTTPSeeOther(location="/login")
@@ -101,10 +97,7 @@ def make_app(secret: str | None = None, store: Store | str | None = None, **sett
 
     *settings* are Pyramid settings.
     """
-    if secret is None:
-        secret = load_secret(DATABASE)
-    if store is None:
-        store = f"sqlite:///{DATABASE}"
+    secret, store = session_settings(secret, store, DATABASE)
     with Configurator(settings=settings) as config:
         config.include("wsgisession.integrations.pyramid")  # request.session comes from the middleware
         config.add_route("login", "/login")
@@ -118,19 +111,8 @@ def make_app(secret: str | None = None, store: Store | str | None = None, **sett
     return SessionMiddleware(wsgi_app, secret=secret, store=store)
 
 
-def __getattr__(name: str) -> Any:
-    # The module-level ``app`` (``examples.pyramid_app:app`` for gunicorn), built on
-    # first use so that importing this module touches no file.
-    if name == "app":
-        globals()["app"] = built = make_app()
-        return built
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_app(make_app, globals())  # ``examples.pyramid_app:app`` for gunicorn
 
 
 if __name__ == "__main__":
-    from wsgiref.simple_server import make_server
-
-    port = int(sys.argv[1]) if len(sys.argv) > 1 else 8000
-    with make_server("127.0.0.1", port, make_app()) as server:
-        print(f"Serving on http://127.0.0.1:{port}/login (demo user: admin / 123)")
-        server.serve_forever()
+    serve(make_app())
