@@ -16,40 +16,22 @@ from wsgisession import Store
 from wsgisession.integrations.flask import current_session, init_app
 
 try:
-    from examples._common import (
-        DATABASE,
-        FORBIDDEN,
-        LOG_IN_FIRST,
-        dashboard_page,
-        lazy_app,
-        login_page,
-        page,
-        serve,
-        session_settings,
-    )
+    from examples import _common as common
     from examples.app import check_password
 except ImportError:  # run as a script: examples/ is on sys.path, the repository root is not
-    from _common import (  # type: ignore[no-redef]
-        DATABASE,
-        FORBIDDEN,
-        LOG_IN_FIRST,
-        dashboard_page,
-        lazy_app,
-        login_page,
-        page,
-        serve,
-        session_settings,
-    )
+    import _common as common  # type: ignore[no-redef]
     from app import check_password  # type: ignore[no-redef]
+
+DATABASE = common.DATABASE
 
 
 def login_form(message: str = "") -> str:
-    return login_page(flask.get_flashed_messages(), current_session().csrf_token, message)
+    return common.login_page(flask.get_flashed_messages(), current_session().csrf_token, message)
 
 
 def make_app(secret: str | None = None, store: Store | str | None = None) -> flask.Flask:
     """The Flask application, its wsgi_app wrapped in SessionMiddleware (SQLite at ``DATABASE`` by default)."""
-    secret, store = session_settings(secret, store, DATABASE)
+    secret, store = common.session_settings(secret, store, DATABASE)
     web = flask.Flask(__name__)
     init_app(web, secret=secret, store=store)  # flask.session is ours
 
@@ -75,10 +57,10 @@ def make_app(secret: str | None = None, store: Store | str | None = None) -> fla
     def dashboard() -> ResponseReturnValue:
         session = current_session()
         if session.user_id is None:
-            return page(*LOG_IN_FIRST), 401
+            return common.page(*common.LOG_IN_FIRST), 401
         session["visits"] = session.get("visits", 0) + 1
         response = flask.make_response(
-            dashboard_page(session["username"], session.user_id, session["visits"], session.csrf_token)
+            common.dashboard_page(session["username"], session.user_id, session["visits"], session.csrf_token)
         )
         response.headers["Cache-Control"] = "no-store"
         return response
@@ -87,7 +69,7 @@ def make_app(secret: str | None = None, store: Store | str | None = None) -> fla
     def logout() -> ResponseReturnValue:
         session = current_session()
         if not session.check_csrf(flask.request.form.get("csrf_token")):
-            return page(*FORBIDDEN), 403
+            return common.page(*common.FORBIDDEN), 403
         session.destroy()
         flask.flash("Logged out")
         return flask.redirect("/login", 303)
@@ -95,8 +77,8 @@ def make_app(secret: str | None = None, store: Store | str | None = None) -> fla
     return web
 
 
-__getattr__ = lazy_app(make_app, globals())  # ``examples.flask_app:app`` for gunicorn
+__getattr__ = common.lazy_app(make_app, globals())  # ``examples.flask_app:app`` for gunicorn
 
 
 if __name__ == "__main__":
-    serve(make_app())
+    common.serve(make_app())

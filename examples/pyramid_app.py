@@ -20,31 +20,13 @@ from pyramid.response import Response
 from wsgisession import SessionMiddleware, Store
 
 try:
-    from examples._common import (
-        DATABASE,
-        FORBIDDEN,
-        LOG_IN_FIRST,
-        dashboard_page,
-        lazy_app,
-        login_page,
-        page,
-        serve,
-        session_settings,
-    )
+    from examples import _common as common
     from examples.app import check_password
 except ImportError:  # run as a script: examples/ is on sys.path, the repository root is not
-    from _common import (  # type: ignore[no-redef]
-        DATABASE,
-        FORBIDDEN,
-        LOG_IN_FIRST,
-        dashboard_page,
-        lazy_app,
-        login_page,
-        page,
-        serve,
-        session_settings,
-    )
+    import _common as common  # type: ignore[no-redef]
     from app import check_password  # type: ignore[no-redef]
+
+DATABASE = common.DATABASE
 
 
 def respond(html_text: str, status: int = 200) -> Response:
@@ -53,7 +35,7 @@ def respond(html_text: str, status: int = 200) -> Response:
 
 def login_response(request: Request, message: str = "", status: int = 200) -> Response:
     flashes = request.session.pop_flash()
-    return respond(login_page(flashes, request.session.get_csrf_token(), message), status)
+    return respond(common.login_page(flashes, request.session.get_csrf_token(), message), status)
 
 
 def show_login(request: Request) -> Response:
@@ -75,10 +57,10 @@ def login(request: Request) -> Response:
 def dashboard(request: Request) -> Response:
     session = request.session
     if session.user_id is None:
-        return respond(page(*LOG_IN_FIRST), status=401)
+        return respond(common.page(*common.LOG_IN_FIRST), status=401)
     session["visits"] = session.get("visits", 0) + 1
     response = respond(
-        dashboard_page(session["username"], session.user_id, session["visits"], session.get_csrf_token())
+        common.dashboard_page(session["username"], session.user_id, session["visits"], session.get_csrf_token())
     )
     response.cache_control = "no-store"
     return response
@@ -86,7 +68,7 @@ def dashboard(request: Request) -> Response:
 
 def logout(request: Request) -> Response:
     if not check_csrf_token(request, raises=False):
-        return respond(page(*FORBIDDEN), status=403)
+        return respond(common.page(*common.FORBIDDEN), status=403)
     request.session.invalidate()
     request.session.flash("Logged out")
     return HTTPSeeOther(location="/login")
@@ -97,7 +79,7 @@ def make_app(secret: str | None = None, store: Store | str | None = None, **sett
 
     *settings* are Pyramid settings.
     """
-    secret, store = session_settings(secret, store, DATABASE)
+    secret, store = common.session_settings(secret, store, DATABASE)
     with Configurator(settings=settings) as config:
         config.include("wsgisession.integrations.pyramid")  # request.session comes from the middleware
         config.add_route("login", "/login")
@@ -111,8 +93,8 @@ def make_app(secret: str | None = None, store: Store | str | None = None, **sett
     return SessionMiddleware(wsgi_app, secret=secret, store=store)
 
 
-__getattr__ = lazy_app(make_app, globals())  # ``examples.pyramid_app:app`` for gunicorn
+__getattr__ = common.lazy_app(make_app, globals())  # ``examples.pyramid_app:app`` for gunicorn
 
 
 if __name__ == "__main__":
-    serve(make_app())
+    common.serve(make_app())
