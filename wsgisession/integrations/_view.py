@@ -46,3 +46,18 @@ class SessionView(MutableMapping[str, Any]):
     def clear(self) -> None:
         """Remove every key (the session itself lives on)."""
         self.wsgi_session.clear()
+
+    # -- what a login view needs of wsgisession's API -------------------------------------
+
+    @property
+    def user_id(self) -> str | None:
+        """The user the session is bound to by :meth:`login`, or ``None``."""
+        return self.wsgi_session.user_id
+
+    def login(self, user_id: str | int) -> None:
+        """Bind the session to *user_id* with a new session ID and CSRF token; see :meth:`Session.login`."""
+        self.wsgi_session.login(user_id)
+
+    def regenerate(self) -> None:
+        """Give the session a new ID, keeping its data; see :meth:`Session.regenerate`."""
+        self.wsgi_session.regenerate()

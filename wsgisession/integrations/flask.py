@@ -118,19 +118,6 @@ class FlaskSession(SessionView, SessionMixin):
         """The session ID (a bearer credential: never log it), or ``None`` before the first save."""
         return self.wsgi_session.id
 
-    @property
-    def user_id(self) -> str | None:
-        """The user the session is bound to by :meth:`login`, or ``None``."""
-        return self.wsgi_session.user_id
-
-    def login(self, user_id: str | int) -> None:
-        """Bind the session to *user_id* with a new session ID and CSRF token; see :meth:`Session.login`."""
-        self.wsgi_session.login(user_id)
-
-    def regenerate(self) -> None:
-        """Give the session a new ID, keeping its data; see :meth:`Session.regenerate`."""
-        self.wsgi_session.regenerate()
-
     def destroy(self) -> None:
         """Delete the session now, clear its data and expire the cookie; see :meth:`Session.destroy`."""
         self.wsgi_session.destroy()

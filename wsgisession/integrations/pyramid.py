@@ -124,21 +124,6 @@ class PyramidSession(SessionView):
         """The session's CSRF token, made on first use."""
         return self.wsgi_session.csrf_token
 
-    # -- the rest of wsgisession's API that a login view needs ---------------------------
-
-    @property
-    def user_id(self) -> str | None:
-        """The user the session is bound to by :meth:`login`, or ``None``."""
-        return self.wsgi_session.user_id
-
-    def login(self, user_id: str | int) -> None:
-        """Bind the session to *user_id* with a new session ID and CSRF token; see :meth:`Session.login`."""
-        self.wsgi_session.login(user_id)
-
-    def regenerate(self) -> None:
-        """Give the session a new ID, keeping its data; see :meth:`Session.regenerate`."""
-        self.wsgi_session.regenerate()
-
 
 def session_factory(request: Any) -> PyramidSession:
     """Pyramid's session factory: ``request.session`` for *request*.
