@@ -86,6 +86,19 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def new_document(benchmark: str, config: dict[str, Any], results: Any = None) -> dict[str, Any]:
+    """The JSON document of a run (machine, config, results: a list unless given), its machine announced on stdout."""
+    machine = machine_info()
+    print(f"{machine['cpu']}, {machine['cores']} cores, Python {machine['python']}")
+    return {"benchmark": benchmark, "machine": machine, "config": config, "results": [] if results is None else results}
+
+
+def skip(document: dict[str, Any], store: str, problem: str) -> None:
+    """Record (and say on stderr) that *store* was not measured, and why."""
+    print(f"{store}: skipped ({problem})", file=sys.stderr)
+    document["results"].append({"store": store, "skipped": problem})
+
+
 def exit_cleanly_on_sigterm() -> None:
     """Turn SIGTERM into SystemExit, so that temp dirs, tables and servers are cleaned up by finally blocks."""
 

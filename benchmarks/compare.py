@@ -578,10 +578,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("Beaker is not installed: pip install -e '.[bench]'", file=sys.stderr)
         return 2
-    document: dict[str, Any] = {
-        "benchmark": "compare",
-        "machine": _bench.machine_info(),
-        "config": {
+    document = _bench.new_document(
+        "compare",
+        {
             "quick": args.quick,
             "rounds": args.rounds,
             "round_seconds": args.round_seconds,
@@ -592,15 +591,12 @@ def main(argv: list[str] | None = None) -> int:
             "wsgisession_options": WSGISESSION_OPTIONS,
             "redis_url": REDIS_URL,
         },
-        "results": [],
-    }
-    print(f"{document['machine']['cpu']}, {document['machine']['cores']} cores, Python {document['machine']['python']}")
+    )
     tmp = tempfile.mkdtemp(prefix="wsgisession-bench-", dir=args.tmpdir)
     try:
         for store in args.stores:
             if store == "redis" and (problem := redis_problem()) is not None:
-                print(f"redis: skipped ({problem})", file=sys.stderr)
-                document["results"].append({"store": store, "skipped": problem})
+                _bench.skip(document, store, problem)
                 continue
             try:
                 document["results"].append(run_store(store, args, tmp))

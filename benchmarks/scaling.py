@@ -542,10 +542,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     _bench.exit_cleanly_on_sigterm()
-    document: dict[str, Any] = {
-        "benchmark": "scaling",
-        "machine": _bench.machine_info(),
-        "config": {
+    document = _bench.new_document(
+        "scaling",
+        {
             "quick": args.quick,
             "stores": args.stores,
             "small": args.small,
@@ -558,15 +557,12 @@ def main(argv: list[str] | None = None) -> int:
             "statistic": "median over rounds; the large/small ratio is per round, then the median",
             "postgres_url": POSTGRES_URL,
         },
-        "results": [],
-    }
-    print(f"{document['machine']['cpu']}, {document['machine']['cores']} cores, Python {document['machine']['python']}")
+    )
     workdir = tempfile.mkdtemp(prefix="wsgisession-scaling-", dir=args.tmpdir)
     try:
         for name in args.stores:
             if name == "postgres" and (problem := postgres_problem()) is not None:
-                print(f"postgres: skipped ({problem})", file=sys.stderr)
-                document["results"].append({"store": name, "skipped": problem})
+                _bench.skip(document, name, problem)
                 continue
             document["results"].append(run_store(name, args, workdir))
     finally:

@@ -274,10 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     if importlib.util.find_spec("gunicorn") is None:
         print("gunicorn is not installed: pip install gunicorn", file=sys.stderr)
         return 2
-    document: dict[str, Any] = {
-        "benchmark": "server_load",
-        "machine": _bench.machine_info(),
-        "config": {
+    document = _bench.new_document(
+        "server_load",
+        {
             "duration": args.duration,
             "warmup": args.warmup,
             "connections": args.connections,
@@ -288,9 +287,8 @@ def main(argv: list[str] | None = None) -> int:
             "store": "SQLiteStore (the reference app's default), a fresh file per run",
             "request": "GET /dashboard with the session cookie (session) / without a cookie (plain)",
         },
-        "results": {},
-    }
-    print(f"{document['machine']['cpu']}, {document['machine']['cores']} cores, Python {document['machine']['python']}")
+        results={},
+    )
     tmp = Path(tempfile.mkdtemp(prefix="wsgisession-load-"))
     env = dict(os.environ)
     env.update(
