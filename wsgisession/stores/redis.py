@@ -506,12 +506,9 @@ class RedisStore:
             return 0
         # One round trip reads every expiry; the script, which re-checks
         # atomically, runs only for the few that look expired.
-        pipe = self._client.pipeline(transaction=False)
-        for k in keys:
-            pipe.hget(k, _EXPIRES)
         removed = 0
         cutoff = float(now)
-        for k, stored in zip(keys, pipe.execute(raise_on_error=False), strict=True):
+        for k, stored in zip(keys, self._expiries(keys), strict=True):
             try:
                 expired = stored is not None and float(stored) <= cutoff
             except (TypeError, ValueError):
@@ -619,10 +616,14 @@ class RedisStore:
     def _count_live(self, keys: list[bytes], now: float) -> int:
         if not keys:
             return 0
+        return sum(1 for stored in self._expiries(keys) if _is_live(stored, now))
+
+    def _expiries(self, keys: list[bytes]) -> list[Any]:
+        """Each key's stored m:expires (or None, or the error for that key), in one round trip."""
         pipe = self._client.pipeline(transaction=False)
         for k in keys:
             pipe.hget(k, _EXPIRES)
-        return sum(1 for stored in pipe.execute(raise_on_error=False) if _is_live(stored, now))
+        return list(pipe.execute(raise_on_error=False))
 
     def index_size(self) -> int:
         """How many entries the user index holds, stale ones included (for tests and diagnostics)."""
