@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,15 +28,18 @@ def require(module: str, why: str) -> None:
         unavailable(f"{module} is not installed: {why}")
 
 
-def run(script: str, *args: str, timeout: float = 120) -> None:
+def run(script: str, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> str:
+    """Run a benchmark script to completion; return what it wrote on stderr."""
     completed = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=BENCHMARKS.parent,
+        env=None if env is None else {**os.environ, **env},
     )
     assert completed.returncode == 0, f"{script} exited {completed.returncode}:\n{completed.stdout}\n{completed.stderr}"
+    return completed.stderr
 
 
 def check_machine(document: dict[str, Any]) -> None:
@@ -69,6 +73,24 @@ def test_compare(tmp_path: Path) -> None:
             assert peers["wsgisession"]["speedup_vs_beaker"] > 0
 
 
+def test_a_store_whose_server_does_not_answer_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    require("beaker", "the comparison runs Beaker's SessionMiddleware (pip install -e '.[bench]')")
+    out = tmp_path / "compare.json"
+    stderr = run(
+        "compare.py",
+        "--quick",
+        "--stores",
+        "redis",
+        "--json",
+        str(out),
+        env={"WSGISESSION_BENCH_REDIS_URL": "redis://127.0.0.1:1/0"},  # nothing listens on port 1
+    )
+    document = json.loads(out.read_text())
+    [result] = document["results"]
+    assert result["store"] == "redis" and "127.0.0.1:1" in result["skipped"]
+    assert f"redis: skipped ({result['skipped']})" in stderr
+
+
 def test_scaling(tmp_path: Path) -> None:
     out = tmp_path / "scaling.json"
     run("scaling.py", "--quick", "--json", str(out), "--tmpdir", str(tmp_path))
@@ -83,6 +105,10 @@ def test_scaling(tmp_path: Path) -> None:
         per_request = result["per_request"]
         assert per_request["small_us"] > 0 and per_request["large_us"] > 0
         assert per_request["ratio_large_over_small"] > 0
+        for size in ("small", "large"):
+            pct = per_request["request_percentiles_us"][size]
+            assert 0 < pct["p50"] <= pct["p90"] <= pct["p99"]
+        assert per_request["p50_ratio_large_over_small"] > 0
         prune = result["prune"]
         assert prune["removed"] == prune["expired"] > 0
         reader = prune["reader_during_prune"]
