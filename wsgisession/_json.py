@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +35,12 @@ _scan_once: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: 
 
 
 def decode(text: str | bytes) -> Any:
-    """Parse JSON text; ``NaN``, ``Infinity`` and numbers that overflow to them are refused (ValueError)."""
+    """Parse JSON text; ``NaN``, ``Infinity`` and numbers that overflow to them are refused (ValueError).
+
+    Text nested too deeply for the parser is refused with ValueError too,
+    not RecursionError: a planted ``[[[[...`` record is corrupt data, which
+    every store already handles as an absent session.
+    """
     if type(text) is not str:
         if isinstance(text, (bytes, bytearray)):
             text = text.decode("utf-8")  # a UnicodeDecodeError is a ValueError
@@ -46,15 +52,43 @@ def decode(text: str | bytes) -> Any:
     # directly. Anything else (surrounding whitespace, trailing data, invalid
     # text) goes through the full decoder, which accepts or names the error.
     try:
-        value, end = _scan_once(text, 0)
-    except StopIteration:
-        return _decoder.decode(text)
-    if end != len(text):
-        return _decoder.decode(text)
-    return value
+        try:
+            value, end = _scan_once(text, 0)
+        except StopIteration:
+            return _decoder.decode(text)
+        if end != len(text):
+            return _decoder.decode(text)
+        return value
+    except RecursionError:
+        raise ValueError("JSON text is nested too deeply to parse") from None
 
 
-_SCALARS = (int, bool, type(None))
+_SCALARS = (bool, type(None))
+
+# An int this short has fewer digits than the lowest limit Python lets
+# sys.set_int_max_str_digits() set (640), so it can always be written: only
+# longer ones are compared against the current limit.
+_SHORT_INT_BITS = 2000
+# (limit, 10**limit), recomputed only when the limit changes.
+_int_bound: tuple[int, int] = (0, 0)
+
+
+def _int_problem(value: int) -> str | None:
+    """Why *value* cannot be written as JSON text (too many digits for str()), or None."""
+    global _int_bound
+    # Python 3.10 before 3.10.7 has no limit (and no getter).
+    getter: Callable[[], int] | None = getattr(sys, "get_int_max_str_digits", None)
+    limit = 0 if getter is None else getter()
+    if limit <= 0:
+        return None
+    if _int_bound[0] != limit:
+        _int_bound = (limit, 10**limit)
+    if abs(value) < _int_bound[1]:
+        return None
+    return (
+        f"an int of more than {limit} digits cannot be written as JSON text "
+        "(Python's int-to-str limit, sys.get_int_max_str_digits()); store it as a str"
+    )
 
 
 def _bad_text(text: str) -> bool:
@@ -73,7 +107,9 @@ def check_json(key: str, value: object) -> None:
     """Raise TypeError naming *key* unless *value* is plain JSON data.
 
     Tuples, sets, bytes, datetimes, non-str dict keys and non-finite floats
-    are refused rather than silently changed on the way back.
+    are refused rather than silently changed on the way back. Ints too long
+    for str() (``sys.get_int_max_str_digits()``) and data nested more than 64
+    levels deep are refused too: whatever is accepted here, ``encode`` writes.
     """
     problem = _find_problem(value, 0)
     if problem is not None:
@@ -94,6 +130,8 @@ def _find_problem(value: object, depth: int) -> str | None:
     cls = type(value)
     if cls is str:
         return "a string with a lone surrogate is not Unicode text" if _bad_text(value) else None  # type: ignore[arg-type]
+    if cls is int:
+        return None if value.bit_length() <= _SHORT_INT_BITS else _int_problem(value)  # type: ignore[attr-defined,arg-type]
     if cls in _SCALARS:
         return None
     if cls is float:
