@@ -1519,3 +1519,78 @@ def test_user_ids_that_are_not_text_are_refused(store: FileStore) -> None:
         bind(store, "\ud800")
     with pytest.raises(TypeError):
         store.sessions_of(b"alice")  # type: ignore[arg-type]
+
+
+# -- rename (regenerate) --------------------------------------------------------------
+
+
+def _destroy_racing(
+    store: FileStore, how: str, user: str, old: str, new: str, barrier: threading.Barrier, outcome: list[object]
+) -> None:
+    """End *user*'s session *old* the way *how* says; note how many it ended, or whether *new* existed after."""
+    barrier.wait()
+    if how == "destroy_user":
+        outcome.append(store.destroy_user(user))
+    else:
+        store.destroy(old)
+        outcome.append(store.load(new) is not None)
+
+
+@pytest.mark.parametrize("how", ["destroy", "destroy_user"])
+def test_a_rename_is_atomic_against_a_concurrent_destroy(store: FileStore, directory: Path, how: str) -> None:
+    # A rename that read the old record, then wrote the new one outside the old
+    # key's lock, would bring back a session destroyed in between; one whose
+    # new marker destroy_user() missed would leave it alive under its new key.
+    # The destroyer has its own store, so that only flock() keeps them apart.
+    other = FileStore(directory)
+    for i in range(100):
+        user = f"user{i}"
+        old, new = bind(store, user), new_key()
+        barrier = threading.Barrier(2)
+        outcome: list[object] = []
+        thread = threading.Thread(target=_destroy_racing, args=(other, how, user, old, new, barrier, outcome))
+        thread.start()
+        barrier.wait()
+        renamed = store.save(new, Update(set={"b": 2}, expires_at=_clock.now() + HOUR, replaces=old))
+        thread.join()
+        assert store.load(old) is None
+        assert not (user_dir(directory, user) / old).exists(), "the index never lists the old key"
+        if how == "destroy":
+            assert renamed == (store.load(new) is not None)
+            assert [k for k, _ in store.sessions_of(user)] == ([new] if renamed else [])
+            if outcome == [False]:
+                assert renamed is False, "a rename brought back a session destroyed before it wrote"
+        else:
+            assert outcome == [1], "one live session, ended once, under whichever key it had"
+            assert store.load(new) is None
+            assert store.sessions_of(user) == []
+    assert tmp_files(directory) == []
+
+
+@pytest.mark.parametrize("function", ["write", "fsync", "open"])
+def test_a_rename_on_a_full_disk_keeps_the_old_record(
+    store: FileStore, directory: Path, monkeypatch: pytest.MonkeyPatch, function: str
+) -> None:
+    old, new = bind(store, "alice"), new_key()
+    before = store.load(old)
+    if function == "open":
+        real_open = os.open
+
+        def fake_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+            if flags & os.O_EXCL:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", fake_open)
+    else:
+        monkeypatch.setattr(os, function, _fail(errno.ENOSPC))
+    with pytest.raises(StoreFullError):
+        store.save(new, Update(set={"b": 2}, expires_at=_clock.now() + HOUR, replaces=old))
+    monkeypatch.undo()
+    assert store.load(old) == before
+    assert store.load(new) is None
+    assert [k for k, _ in store.sessions_of("alice")] == [old]
+    assert tmp_files(directory) == []
+    # Nothing is left half done: the same rename succeeds once there is room.
+    assert store.save(new, Update(set={"b": 2}, expires_at=_clock.now() + HOUR, replaces=old))
+    assert [k for k, _ in store.sessions_of("alice")] == [new]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -660,3 +661,194 @@ def test_user_ids_that_are_not_text_are_refused(store: PostgresStore) -> None:
         _bind(store, "\ud800")
     with pytest.raises(TypeError):
         store.destroy_user(None)  # type: ignore[arg-type]
+
+
+# -- rename (regenerate) ------------------------------------------------------------------------
+
+
+def _rename(store: PostgresStore, old: str, new: str, **changes: Any) -> bool:
+    return store.save(new, Update(set={"x": 1}, expires_at=_clock.now() + 60, replaces=old, **changes))
+
+
+def _at_once(*calls: Callable[[], Any]) -> list[Any]:
+    """Run *calls* in threads released at the same instant; return what each returned."""
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def run(i: int, call: Callable[[], Any]) -> None:
+        barrier.wait()
+        try:
+            results[i] = call()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def _wait_for_lock_waiters(admin: psycopg.Connection[Any], app_name: str, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        row = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'",
+            [app_name],
+        ).fetchone()
+        if row is not None and row[0] >= count:
+            return
+        assert time.monotonic() < deadline, f"fewer than {count} statement(s) ever waited for the row lock"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("rival", ["destroy", "destroy_user", "rename"])
+@pytest.mark.parametrize("first", ["rename", "rival"])
+def test_rename_queued_with_a_rival_on_the_row_lock(
+    store: PostgresStore,
+    pg_url: str,
+    table: str,
+    app_name: str,
+    admin: psycopg.Connection[Any],
+    first: str,
+    rival: str,
+) -> None:
+    # Both statements wait on a row lock held by a third connection, in a known
+    # order; when it is released, the second one re-checks the row the first
+    # left. A rename moves the row to its new key in place, so a destroy_user
+    # queued behind it follows the row there and deletes it: a DELETE and an
+    # INSERT would leave it blind to the new row, and the session alive.
+    other = PostgresStore(_with(pg_url, application_name=app_name), table=table)
+    try:
+        old = _bind(store, "alice")
+        new, rival_new = _key(), _key()
+        results: dict[str, Any] = {}
+
+        def rename() -> None:
+            results["rename"] = _rename(store, old, new)
+
+        def rival_op() -> None:
+            if rival == "destroy":
+                results["rival"] = other.destroy(old)
+            elif rival == "destroy_user":
+                results["rival"] = other.destroy_user("alice")
+            else:
+                results["rival"] = _rename(other, old, rival_new)
+
+        order = [rename, rival_op] if first == "rename" else [rival_op, rename]
+        threads = [threading.Thread(target=target) for target in order]
+        with psycopg.connect(pg_url) as locker:
+            locker.execute(f"SELECT 1 FROM {table} WHERE key = %s FOR UPDATE", [old])
+            for n, thread in enumerate(threads, 1):
+                thread.start()
+                _wait_for_lock_waiters(admin, app_name, n)
+            locker.rollback()
+        for thread in threads:
+            thread.join(10)
+        assert store.load(old) is None
+        renamed = first == "rename"
+        assert results["rename"] is renamed
+        if rival == "destroy":
+            # After the rename, destroying the old key finds nothing to delete.
+            assert (store.load(new) is not None) is renamed
+        elif rival == "destroy_user":
+            assert results["rival"] == 1  # the old row, or the new one it became
+            assert store.load(new) is None
+            assert store.sessions_of("alice") == []
+        else:
+            assert results["rival"] is not renamed, "exactly one of two renames wins"
+            assert (store.load(new) is not None) is renamed
+            assert (store.load(rival_new) is not None) is not renamed
+        left = {"destroy": int(renamed), "destroy_user": 0, "rename": 1}[rival]
+        assert admin.execute(f"SELECT count(*) FROM {table}").fetchone() == (left,)
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize("rival", ["destroy", "destroy_user", "rename"])
+def test_rename_racing_a_rival_from_another_connection(
+    store: PostgresStore, pg_url: str, table: str, rival: str
+) -> None:
+    other = PostgresStore(pg_url, table=table)
+    try:
+        other.load(_key())  # open its pool before the race
+        for _ in range(30):
+            old = _bind(store, "alice")
+            new, rival_new = _key(), _key()
+            rivals = {
+                "destroy": partial(other.destroy, old),
+                "destroy_user": partial(other.destroy_user, "alice"),
+                "rename": partial(_rename, other, old, rival_new),
+            }
+            renamed, outcome = _at_once(partial(_rename, store, old, new), rivals[rival])
+            assert store.load(old) is None
+            new_live = store.load(new) is not None
+            if rival == "destroy":
+                assert new_live is renamed
+            elif rival == "destroy_user":
+                # Whichever came first, the user's session is gone and was counted once.
+                assert outcome == 1
+                assert not new_live and store.sessions_of("alice") == []
+            else:
+                assert renamed is not outcome
+                assert new_live is renamed
+                assert (store.load(rival_new) is not None) is outcome
+            store.destroy_user("alice")
+            assert store.count() == 0
+    finally:
+        other.close()
+
+
+def test_rename_retried_after_a_lost_reply_reports_that_it_landed(
+    store: PostgresStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = _bind(store, "alice")
+    run = store._run
+
+    def run_twice(action: str, key: str | None, op: Any) -> Any:
+        # What _run() does when the connection dies after the statement committed.
+        return run(action, key, lambda conn: (op(conn), op(conn))[1])
+
+    monkeypatch.setattr(store, "_run", run_twice)
+    new = _key()
+    assert _rename(store, old, new) is True
+    monkeypatch.undo()
+    record = store.load(new)
+    assert record is not None and record.data == {"u": 1, "x": 1} and record.user_id == "alice"
+    assert store.load(old) is None
+
+
+def test_rename_keeps_the_row_and_rebinds_in_one_statement(
+    store: PostgresStore, admin: psycopg.Connection[Any], table: str, clock: Clock
+) -> None:
+    t0 = clock()
+    old = _bind(store, "alice")
+    clock.advance(5)
+    new = _key()
+    assert _rename(store, old, new, user_id="bob", delete=frozenset({"u"}))
+    rows = admin.execute(f"SELECT key, data::text, created_at, user_id FROM {table}").fetchall()
+    assert rows == [(new, '{"x": "1"}', pytest.approx(t0), "bob")]
+    # A rename onto its own key is an update: it neither moves nor creates.
+    assert store.save(new, Update(set={"y": 2}, expires_at=clock() + 60, replaces=new, created_at=clock()))
+    record = store.load(new)
+    assert record is not None and record.data == {"x": 1, "y": 2}
+    store.destroy(new)
+    assert store.save(new, Update(set={"y": 2}, expires_at=clock() + 60, replaces=new, created_at=clock())) is False
+    assert store.load(new) is None
+
+
+def test_rename_onto_a_taken_key_fails_and_leaves_the_old_row(store: PostgresStore) -> None:
+    # Never happens (a new key is a fresh random ID), but must not lose the session if it did.
+    old = _create(store, {"a": 1})
+    taken = _create(store, {"b": 2})
+    with pytest.raises(StoreError, match="duplicate key") as info:
+        _rename(store, old, taken)
+    assert old not in str(info.value) and taken not in str(info.value)
+    record = store.load(old)
+    assert record is not None and record.data == {"a": 1}
+    record = store.load(taken)
+    assert record is not None and record.data == {"b": 2}

@@ -7,7 +7,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -811,3 +812,284 @@ def test_timed_out_reply_is_never_read_as_the_next_one(throwaway: servers.Throwa
     finally:
         raw.close()
         store.close()
+
+
+# -- rename (regenerate): three scripts of one key each -------------------------------------------
+
+
+@pytest.fixture
+def other(redis_url: str, prefix: str) -> Iterator[RedisStore]:
+    """A second store on the same keys: another process's requests."""
+    s = RedisStore(redis_url, prefix=prefix)
+    yield s
+    s.close()
+
+
+def _rename(store: RedisStore, old: str, new: str, **changes: Any) -> bool:
+    return store.save(new, Update(set={"x": 1}, expires_at=_clock.now() + 60, replaces=old, **changes))
+
+
+def _at_once(*calls: Callable[[], Any]) -> list[Any]:
+    """Run *calls* in threads released at the same instant; return what each returned."""
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def run(i: int, call: Callable[[], Any]) -> None:
+        barrier.wait()
+        try:
+            results[i] = call()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def _at(monkeypatch: pytest.MonkeyPatch, store: RedisStore, step: str, action: Callable[[], None]) -> None:
+    """Run *action* once in the store's next rename: after step 1 ("marked") or after step 2 ("created")."""
+    on_old = store._on_old
+    fired: list[bool] = []
+
+    def hooked(script: Any, old: str, args: list[bytes]) -> Any:
+        if step == "created" and script is store._move_done_script and not fired:
+            fired.append(True)
+            action()
+        result = on_old(script, old, args)
+        if step == "marked" and script is store._move_out_script and not fired:
+            fired.append(True)
+            action()
+        return result
+
+    monkeypatch.setattr(store, "_on_old", hooked)
+
+
+def _members(raw: RawRedis, prefix: str, user: str) -> set[str]:
+    return {m.decode() for m in raw.smembers(_user_set(prefix, user))}
+
+
+def test_a_marked_record_is_gone_to_all_but_its_rename(
+    store: RedisStore,
+    other: RedisStore,
+    raw: RawRedis,
+    prefix: str,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client_path = RedisStore(
+        redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(redis_url)), prefix=prefix
+    )
+    old, new = _bind(store, "alice"), _key()
+    name = f"{prefix}{old}"
+
+    def look() -> None:
+        assert raw.hget(name, "m:moved") == new.encode()
+        assert 0 < raw.pttl(name) <= 60_000, "a rename that dies here leaves the record for a minute at most"
+        assert other.load(old) is None and client_path.load(old) is None
+        assert other.save(old, Update(set={"late": 1}, expires_at=_clock.now() + 60)) is False
+        assert other.touch(old, _clock.now() + 60) is False
+        assert other.sessions_of("alice") == [] and other.count() == 0
+        assert other.prune() == 0 and raw.exists(name) == 1
+        assert _members(raw, prefix, "alice") == {old}, "still indexed, for destroy_user() to find"
+
+    _at(monkeypatch, store, "marked", look)
+    assert _rename(store, old, new) is True
+    record = store.load(new)
+    assert record is not None and record.data == {"u": "alice", "x": 1} and record.user_id == "alice"
+    # What is left of the old record only says where it went, and goes soon.
+    assert raw.hgetall(name) == {b"m:moved": new.encode(), b"m:user": b"alice"}
+    assert 0 < raw.pttl(name) <= 60_000
+    assert _members(raw, prefix, "alice") == {new}
+    assert other.load(old) is None and other.count() == 1
+    assert other.save(old, Update(set={"late": 1}, expires_at=_clock.now() + 60, created_at=_clock.now())) is False
+    other.destroy(old)  # after the rename: only the tombstone goes
+    assert store.load(new) is not None
+    client_path.close()
+
+
+@pytest.mark.parametrize("rival", ["destroy", "destroy_user", "rename"])
+@pytest.mark.parametrize("step", ["marked", "created"])
+def test_a_rival_between_the_steps_of_a_rename(
+    store: RedisStore,
+    other: RedisStore,
+    raw: RawRedis,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    step: str,
+    rival: str,
+) -> None:
+    old, new, rival_new = _bind(store, "alice"), _key(), _key()
+    results: dict[str, Any] = {}
+
+    def act() -> None:
+        if rival == "destroy":
+            other.destroy(old)
+        elif rival == "destroy_user":
+            results["rival"] = other.destroy_user("alice")
+        else:
+            results["rival"] = _rename(other, old, rival_new)
+
+    _at(monkeypatch, store, step, act)
+    renamed = _rename(store, old, new)
+    assert other.load(old) is None and other.load(rival_new) is None
+    if rival == "rename":
+        assert renamed is True and results["rival"] is False, "exactly one of two renames wins"
+        assert other.load(new) is not None
+        assert _members(raw, prefix, "alice") == {new}
+    else:
+        assert renamed is False, "destroy wins"
+        assert raw.exists(f"{prefix}{new}") == 0 and raw.exists(f"{prefix}{old}") == 0
+        assert _members(raw, prefix, "alice") == set()
+        if rival == "destroy_user":
+            assert results["rival"] == 1, "one session, counted once"
+
+
+@pytest.mark.parametrize("rebind", [None, "bob"])
+def test_destroy_user_that_read_the_set_before_the_rename_follows_it(
+    store: RedisStore,
+    other: RedisStore,
+    raw: RawRedis,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    rebind: str | None,
+) -> None:
+    # destroy_user() reads {OLD}, then the whole rename runs, then it reaches
+    # OLD: the tombstone leads it to NEW, which it ends if NEW is still alice's.
+    old, new = _bind(store, "alice"), _key()
+    smembers = other._client.smembers
+    renamed: list[bool] = []
+
+    def read_then_rename(name: Any) -> Any:
+        members = smembers(name)
+        renamed.append(_rename(store, old, new, user_id=rebind))
+        return members
+
+    monkeypatch.setattr(other._client, "smembers", read_then_rename)
+    ended = other.destroy_user("alice")
+    monkeypatch.undo()
+    assert renamed == [True]
+    assert store.load(old) is None
+    if rebind is None:
+        assert ended == 1 and store.load(new) is None
+    else:
+        record = store.load(new)
+        assert ended == 0 and record is not None and record.user_id == "bob"
+        assert [k for k, _ in store.sessions_of("bob")] == [new]
+    assert _members(raw, prefix, "alice") == set()
+
+
+@pytest.mark.parametrize("whom", ["alice", "bob"])
+def test_destroy_user_while_a_rename_rebinds(
+    store: RedisStore, other: RedisStore, raw: RawRedis, prefix: str, monkeypatch: pytest.MonkeyPatch, whom: str
+) -> None:
+    old, new = _bind(store, "alice"), _key()
+    ended: list[int] = []
+    _at(monkeypatch, store, "created", lambda: ended.append(other.destroy_user(whom)))
+    renamed = _rename(store, old, new, user_id="bob")
+    assert ended == [1]
+    assert store.load(old) is None and store.load(new) is None
+    # alice's logout ended the old record: the rename loses. bob's ended the
+    # new one: the rename had landed first, and True is what it returns.
+    assert renamed is (whom == "bob")
+    assert _members(raw, prefix, "alice") == set() and _members(raw, prefix, "bob") == set()
+
+
+def test_each_step_of_a_rename_is_safe_to_retry(
+    store: RedisStore, raw: RawRedis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, new = _bind(store, "alice"), _key()
+    on_old = store._on_old
+
+    def twice(script: Any, old: str, args: list[bytes]) -> Any:
+        # What a retry on a fresh connection does when the first reply was lost.
+        on_old(script, old, args)
+        return on_old(script, old, args)
+
+    monkeypatch.setattr(store, "_on_old", twice)
+    assert _rename(store, old, new) is True
+    monkeypatch.undo()
+    record = store.load(new)
+    assert record is not None and record.data == {"u": "alice", "x": 1}
+    assert store.load(old) is None
+    assert _members(raw, prefix, "alice") == {new}
+
+
+def test_a_rename_that_fails_before_its_last_step_restores_the_old_record(
+    store: RedisStore, raw: RawRedis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, new = _bind(store, "alice"), _key()
+
+    def lose_redis() -> None:
+        raise StoreUnavailableError("Redis went away")
+
+    _at(monkeypatch, store, "created", lose_redis)
+    with pytest.raises(StoreUnavailableError):
+        _rename(store, old, new)
+    monkeypatch.undo()
+    assert raw.exists(f"{prefix}{new}") == 0
+    record = store.load(old)
+    assert record is not None and record.data == {"u": "alice"}
+    assert raw.pttl(f"{prefix}{old}") > 590_000, "its own TTL is back"
+    assert _members(raw, prefix, "alice") == {old}
+    assert store.save(old, Update(set={"b": 2}, expires_at=_clock.now() + 60))
+
+
+def test_a_rename_redis_has_no_memory_for_leaves_the_old_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with servers.ThrowawayRedis(tmp_path, "--maxmemory-policy", "noeviction") as server:
+        store = RedisStore(server.url)
+        raw: RawRedis = redis.Redis.from_url(server.url)
+        try:
+            old, new = _bind(store, "alice"), _key()
+            # Step 1 lands; then every write that allocates is refused.
+            _at(monkeypatch, store, "marked", lambda: raw.config_set("maxmemory", 1))
+            with pytest.raises(StoreFullError, match="out of memory"):
+                _rename(store, old, new)
+            raw.config_set("maxmemory", 0)
+            assert raw.exists(new) == 0
+            record = store.load(old)
+            assert record is not None and record.data == {"u": "alice"}
+        finally:
+            raw.close()
+            store.close()
+
+
+def test_a_value_that_cannot_be_stored_is_refused_before_the_old_record_is_marked(
+    store: RedisStore, raw: RawRedis, prefix: str
+) -> None:
+    old = _bind(store, "alice")
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        store.save(_key(), Update(set={"bad": float("nan")}, expires_at=_clock.now() + 60, replaces=old))
+    assert raw.hexists(f"{prefix}{old}", "m:moved") == 0
+    assert store.load(old) is not None
+
+
+@pytest.mark.parametrize("rival", ["destroy", "destroy_user", "rename"])
+def test_renames_racing_a_rival_from_another_client(store: RedisStore, other: RedisStore, rival: str) -> None:
+    for _ in range(30):
+        old, new, rival_new = _bind(store, "alice"), _key(), _key()
+        rivals = {
+            "destroy": partial(other.destroy, old),
+            "destroy_user": partial(other.destroy_user, "alice"),
+            "rename": partial(_rename, other, old, rival_new),
+        }
+        renamed, outcome = _at_once(partial(_rename, store, old, new), rivals[rival])
+        assert store.load(old) is None
+        new_live = store.load(new) is not None
+        if rival == "destroy":
+            assert new_live is renamed
+        elif rival == "destroy_user":
+            assert outcome == 1 and not new_live and store.sessions_of("alice") == []
+        else:
+            assert renamed is not outcome
+            assert new_live is renamed
+            assert (store.load(rival_new) is not None) is outcome
+        store.destroy_user("alice")
+        assert store.count() == 0

@@ -337,7 +337,9 @@ def test_every_test_named_in_security_md_exists() -> None:
             if match["mod"] or match["contract"]:
                 current = match["mod"] or "contract"
             assert current is not None, f"no module for ::{match['test']} in: {line}"
-            path = ROOT / "wsgisession" / "testing.py" if current == "contract" else ROOT / "tests" / current
+            path = (
+                ROOT / "wsgisession" / "testing" / "contract.py" if current == "contract" else ROOT / "tests" / current
+            )
             assert re.search(rf"def {match['test']}\b", path.read_text()), f"{current}::{match['test']} does not exist"
             checked += 1
     assert checked > 30

@@ -382,3 +382,47 @@ def test_a_far_future_expiry_is_stored_and_bucketed(tmp_path: Path) -> None:
     assert store.prune() == 0
     assert store.load(key) is not None
     store.close()
+
+
+def _destroy_racing(
+    store: SQLiteStore, how: str, user: str, old: str, new: str, barrier: threading.Barrier, outcome: list[object]
+) -> None:
+    """End *user*'s session *old* the way *how* says; note how many it ended, or whether *new* existed after."""
+    barrier.wait()
+    if how == "destroy_user":
+        outcome.append(store.destroy_user(user))
+    else:
+        store.destroy(old)
+        outcome.append(store.load(new) is not None)
+
+
+@pytest.mark.parametrize("how", ["destroy", "destroy_user"])
+def test_a_rename_is_atomic_against_a_concurrent_destroy(tmp_path: Path, how: str) -> None:
+    # A rename that read the old record, then wrote the new one in a second
+    # step, would bring back a session destroyed in between: the destroyer
+    # would find no new record after its destroy, and yet one would appear.
+    store = SQLiteStore(tmp_path / "s.db")
+    other = SQLiteStore(tmp_path / "s.db")
+    for i in range(200):
+        user, now = f"user{i}", time.time()
+        old, new = store_key(new_id()), store_key(new_id())
+        assert store.save(old, Update(set={"a": 1}, created_at=now, expires_at=now + 600, user_id=user))
+        barrier = threading.Barrier(2)
+        outcome: list[object] = []
+        thread = threading.Thread(target=_destroy_racing, args=(other, how, user, old, new, barrier, outcome))
+        thread.start()
+        barrier.wait()
+        renamed = store.save(new, Update(set={"b": 2}, expires_at=time.time() + 600, replaces=old))
+        thread.join()
+        assert store.load(old) is None
+        if how == "destroy":
+            assert renamed == (store.load(new) is not None)
+            assert [k for k, _ in store.sessions_of(user)] == ([new] if renamed else [])
+            if outcome == [False]:
+                assert renamed is False, "a rename brought back a session destroyed before it wrote"
+        else:
+            assert outcome == [1], "one live session, ended once, under whichever key it had"
+            assert store.load(new) is None
+            assert store.sessions_of(user) == []
+    store.close()
+    other.close()

@@ -16,6 +16,11 @@ checks:
   two requests that change different keys both land. An update that does not
   create (``created_at is None``) never brings back a record that was destroyed
   or has expired: it returns ``False`` and writes nothing ("destroy wins").
+* An update with ``replaces`` is a rename (:meth:`Session.regenerate`): in one
+  atomic step the record under ``replaces`` is moved to the new key with the
+  update applied, and the old key is gone. If the old record was destroyed or
+  has expired, nothing is written and ``save`` returns ``False``: a session
+  logged out meanwhile is not brought back under a new ID either.
 * A failed write raises ``StoreError`` and leaves the previous record intact:
   never half-written.
 * Data is stored as JSON text. No store ever pickles.
@@ -59,6 +64,15 @@ class Update:
     record must already exist and be live, or nothing is written.
     ``user_id``, when set, binds the record to that user (see
     :class:`UserIndex`); ``None`` leaves the binding as it is.
+
+    ``replaces``, when set, is the key of a live record this update moves to
+    the new key (a rename, for :meth:`Session.regenerate`): the store applies
+    ``set`` and ``delete`` to that record's data as it is now, writes the
+    result under the new key with the old record's ``created_at`` and user
+    binding (unless ``user_id`` rebinds it) and the new ``expires_at``, and
+    deletes the old record, all in one atomic step. If the old record is gone
+    (destroyed or expired) nothing is written and ``save`` returns ``False``.
+    ``created_at`` is ignored when ``replaces`` is set.
     """
 
     set: Mapping[str, Any] = field(default_factory=dict)
@@ -66,6 +80,7 @@ class Update:
     expires_at: float = 0.0
     created_at: float | None = None
     user_id: str | None = None
+    replaces: str | None = None
 
     def apply(self, data: dict[str, Any]) -> dict[str, Any]:
         """Apply these changes to *data* in place and return it."""

@@ -37,7 +37,8 @@ whose header claims the newer sequence invalid, may have caught a write in
 progress: it reads again under the key's lock, which every writer holds, and
 only then may it call the file corrupt. Writes (save, touch, destroy, prune) take an exclusive lock on
 the key's lock file, so a save applies its changes to the record as it is
-*now*, even across processes.
+*now*, even across processes. A rename (a save with ``replaces``) holds the
+locks of both keys, taken in a fixed order.
 
 The record is the truth and a marker only a pointer to it: a binding save
 makes the marker durable *before* it writes the bound record, and a destroy
@@ -62,7 +63,7 @@ import time
 import weakref
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -353,13 +354,15 @@ class FileStore:
             raise ValueError("not a store key")
         if update.user_id is not None:
             user_bytes(update.user_id)
+        if update.replaces is not None and update.replaces != key:
+            return self._rename(update.replaces, key, update)
         with self._locked(key):
             stored = self._read_stored(key, locked=True)
             current = stored.record if isinstance(stored, StoredRecord) else stored
             live = stored if isinstance(stored, StoredRecord) and stored.record.expires_at > _clock.now() else None
             if live is not None:
                 data, created_at, user_id = live.record.data, live.record.created_at, live.record.user_id
-            elif update.created_at is not None:
+            elif update.created_at is not None and update.replaces is None:
                 data, created_at, user_id = {}, update.created_at, None
             else:
                 log.info("save dropped: the session was destroyed or expired meanwhile")
@@ -368,6 +371,35 @@ class FileStore:
                 user_id = update.user_id
                 self._add_marker(user_id, key)
             self._write(key, Record(update.apply(data), created_at, update.expires_at, user_id), live)
+            previous = current.user_id if isinstance(current, Record) else None
+            if previous is not None and previous != user_id:
+                self._remove_marker(previous, key)
+        return True
+
+    def _rename(self, old: str, key: str, update: Update) -> bool:
+        """Move *old*'s live record to *key* with *update* applied, under both keys' locks."""
+        if not valid_key(old):
+            return False
+        with self._locked_both(old, key):
+            stored = self._read_stored(old, locked=True)
+            if not isinstance(stored, StoredRecord) or stored.record.expires_at <= _clock.now():
+                log.info("save dropped: the session was destroyed or expired meanwhile")
+                return False
+            source = stored.record
+            current = self._read(key, locked=True)
+            user_id = source.user_id if update.user_id is None else update.user_id
+            if user_id is not None:
+                self._add_marker(user_id, key)
+            self._write(key, Record(update.apply(source.data), source.created_at, update.expires_at, user_id))
+            # The new record is durable before the old one goes. A crash (or an
+            # error) in between leaves both live, each with its marker: the old
+            # one is the session as it was, under the ID the client still has
+            # since the new one was never sent; the new one is an orphan that
+            # destroy_user() finds and prune() removes once it has expired.
+            if self._unlink_record(old):
+                self._sync_dir()
+            if source.user_id is not None:
+                self._remove_marker(source.user_id, old)
             previous = current.user_id if isinstance(current, Record) else None
             if previous is not None and previous != user_id:
                 self._remove_marker(previous, key)
@@ -456,18 +488,25 @@ class FileStore:
         user_bytes(user_id)
         user_dir = self._user_dir(user_id)
         keys = self._markers(user_dir)
+        seen: set[str] = set()
         live = 0
         deleted = False
-        for key in keys:
-            with self._locked(key):
-                current = self._read(key, locked=True)
-                if isinstance(current, Record) and current.user_id == user_id and self._unlink_record(key):
-                    deleted = True
-                    live += int(current.expires_at > _clock.now())
+        while keys:
+            for key in keys:
+                with self._locked(key):
+                    current = self._read(key, locked=True)
+                    if isinstance(current, Record) and current.user_id == user_id and self._unlink_record(key):
+                        deleted = True
+                        live += int(current.expires_at > _clock.now())
+            seen.update(keys)
+            # A rename that got a key's lock first has moved its record to a
+            # new key, whose marker it made while holding that lock: list
+            # again, so that the session does not survive under its new ID.
+            keys = [key for key in self._markers(user_dir) if key not in seen]
         if deleted:
             self._sync_dir()
         # Only now that the deletions are durable may the markers go.
-        for key in keys:
+        for key in seen:
             self._remove_stale_marker(user_id, key)
         self._remove_user_dir(user_dir)
         return live
@@ -702,6 +741,16 @@ class FileStore:
                 os.close(fd)
         finally:
             thread_lock.release()
+
+    @contextmanager
+    def _locked_both(self, a: str, b: str) -> Iterator[None]:
+        # Stripes in ascending order, so that two renames never wait for each
+        # other in a cycle; one stripe taken once when both keys share it (its
+        # thread lock is not re-entrant).
+        with ExitStack() as stack:
+            for key in sorted({a[:2]: a, b[:2]: b}.values()):
+                stack.enter_context(self._locked(key))
+            yield
 
     def _flock(self, fd: int, deadline: float) -> None:
         # flock() has no timeout and a blocking call cannot be interrupted

@@ -85,21 +85,32 @@ class MemoryStore:
         self._check_process()
         if not valid_key(key):
             raise ValueError("not a store key")
+        source = key if update.replaces is None else update.replaces
         with self._lock:
-            entry = self._records.get(key)
+            entry = self._records.get(source) if valid_key(source) else None
             current = self._record(entry) if entry is not None and entry.expires_at > _clock.now() else None
             if current is not None:
                 data, created_at, user_id = current.data, current.created_at, current.user_id
-            elif update.created_at is not None:
+                if source != key:
+                    # A rename: the old key goes, the new one starts unindexed.
+                    self._remove_locked(source)
+                    self._remove_locked(key)
+                    indexed = None
+                else:
+                    indexed = user_id
+            elif update.created_at is not None and update.replaces is None:
                 self._remove_locked(key)
                 data, created_at, user_id = {}, update.created_at, None
+                indexed = None
             else:
                 log.info("save dropped: the session was destroyed or expired meanwhile")
                 return False
-            if update.user_id is not None and update.user_id != user_id:
-                self._unindex(key, user_id)
+            if update.user_id is not None:
                 user_id = update.user_id
-                self._users.setdefault(user_id, set()).add(key)
+            if user_id != indexed:
+                self._unindex(key, indexed)
+                if user_id is not None:
+                    self._users.setdefault(user_id, set()).add(key)
             self._records[key] = _Entry(_json.encode(update.apply(data)), created_at, update.expires_at, user_id)
             self._expire_later(key, update.expires_at)
             self._prune_locked(_SWEEP_PER_WRITE)

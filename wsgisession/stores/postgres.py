@@ -163,6 +163,25 @@ class PostgresStore:
             "ELSE EXCLUDED.user_id END, "
             "expires_at = EXCLUDED.expires_at"
         ).format(t=t)
+        # A rename (Update.replaces) moves the row by changing its key, rather
+        # than deleting it and inserting another: a destroy or destroy_user
+        # blocked on the row's lock then re-checks its WHERE on the moved row
+        # (READ COMMITTED follows an updated row to its new version), so one
+        # that comes after the rename deletes the new row, one that came first
+        # leaves nothing to move, and a second rename of the same row finds it
+        # gone. An INSERT would be invisible to a destroy_user whose snapshot
+        # predates it, and the renamed session would outlive that logout.
+        # The second branch sees the table as it was before the move: it finds
+        # the new key live only when this very rename already landed and
+        # _run() retries it after losing the connection, so the retry reports
+        # what happened. (A new key is a fresh random ID: nothing else is there.)
+        self._sql_rename = sql.SQL(
+            "WITH moved AS (UPDATE {t} SET key = %(key)s, "
+            "data = (data - %(delete)s::text[]) || %(set)s::jsonb, expires_at = %(expires)s, "
+            "user_id = COALESCE(%(user)s::text, user_id) "
+            "WHERE key = %(old)s AND expires_at > %(now)s RETURNING key) "
+            "SELECT key FROM moved UNION ALL SELECT key FROM {t} WHERE key = %(key)s AND expires_at > %(now)s"
+        ).format(t=t)
         self._sql_touch = sql.SQL("UPDATE {t} SET expires_at = %s WHERE key = %s AND expires_at > %s").format(t=t)
         self._sql_destroy = sql.SQL("DELETE FROM {t} WHERE key = %s").format(t=t)
         # The (user_id) index finds a user's rows without a scan.
@@ -277,7 +296,16 @@ class PostgresStore:
             "user": None if update.user_id is None else _user_param(update.user_id),
             "now": _clock.now(),
         }
-        statement = self._sql_update if update.created_at is None else self._sql_create
+        if update.replaces is None:
+            statement = self._sql_update if update.created_at is None else self._sql_create
+        elif update.replaces == key:
+            statement = self._sql_update  # a rename onto itself only updates; it never creates
+        elif valid_key(update.replaces):
+            statement = self._sql_rename
+            params["old"] = update.replaces
+        else:
+            log.info("save dropped: the session it renames is not a store key")
+            return False
 
         def op(conn: psycopg.Connection[Any]) -> int:
             return conn.execute(statement, params).rowcount

@@ -10,7 +10,8 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import replace
 from typing import Any, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -48,6 +49,8 @@ _CREATED = b"m:created"
 _EXPIRES = b"m:expires"
 _USER = b"m:user"
 _USER_EXPIRES = b"m:uexp"
+# Set on a record a rename is moving away (its value: the new key); see _MOVE_OUT.
+_MOVED = b"m:moved"
 # A user's set of session keys lives at <prefix>u:<sha256 of the user ID>: the
 # ID is arbitrary text, its digest is safe in a key name (and in a SCAN
 # pattern), and "u:" keeps the name from ever looking like a session's key.
@@ -73,6 +76,10 @@ _DIRECT_CLASSES = (redis.Connection, redis.SSLConnection, redis.UnixDomainSocket
 _MORE: Any = object()
 _PUSH: Any = getattr(_hiredis, "PushNotification", _MORE)
 _READ_SIZE = 65536
+# How long a record stays in Redis once a rename has marked it moved: time
+# enough to finish the rename, and a rename that dies halfway (its process
+# killed) leaves nothing behind for longer than this.
+_MOVE_GRACE_MS = 60_000
 
 # Every script touches exactly one key, KEYS[1], so it runs on Redis Cluster
 # (all keys of a script must live in one slot) without any hash tag. The user
@@ -89,6 +96,8 @@ _READ_SIZE = 65536
 # which the user's set is known to live. A save or touch that moves the record's
 # expiry past m:uexp returns the user, and the caller extends the set's TTL.
 #
+# A record marked moved (m:moved, see _MOVE_OUT) is gone to a save and a touch.
+#
 # ARGV: now, expires_at, created_at ('' for an update), ttl_ms, bind ('1' or '0'),
 #       user, user set expiry to record, n_delete, n_delete field names, then
 #       name/value pairs to set.
@@ -97,6 +106,9 @@ _READ_SIZE = 65536
 # live for), and the user whose set must hold the record and outlive it.
 _SAVE = """
 local key = KEYS[1]
+if redis.call('HEXISTS', key, 'm:moved') == 1 then
+  return 0
+end
 local stored = tonumber(redis.call('HGET', key, 'm:expires'))
 local live = stored ~= nil and stored > tonumber(ARGV[1])
 local old = redis.call('HGET', key, 'm:user')
@@ -152,6 +164,9 @@ return {1, unindex, index}
 # left alone. Returns 0 or {1, user whose set must be extended, or false}.
 _TOUCH = """
 local key = KEYS[1]
+if redis.call('HEXISTS', key, 'm:moved') == 1 then
+  return 0
+end
 local stored = tonumber(redis.call('HGET', key, 'm:expires'))
 if stored == nil or stored <= tonumber(ARGV[1]) then
   return 0
@@ -182,16 +197,124 @@ return user
 """
 
 # ARGV: user, now. Deletes the record only if it is bound to that user:
-# returns 2 if it was live, 1 if it was already expired, 0 if left alone.
+# returns 2 if it was live, 1 if it was already expired (or a tombstone), 0 if
+# left alone; {2 or 1, new key} for a record a rename moved (see _MOVE_OUT).
 _DESTROY_BOUND = """
 local key = KEYS[1]
 if redis.call('HGET', key, 'm:user') ~= ARGV[1] then
   return 0
 end
 local stored = tonumber(redis.call('HGET', key, 'm:expires'))
+local moved = redis.call('HGET', key, 'm:moved')
 redis.call('DEL', key)
+local state = 1
 if stored ~= nil and stored > tonumber(ARGV[2]) then
-  return 2
+  state = 2
+end
+if moved then
+  return {state, moved}
+end
+return state
+"""
+
+# A rename (Update.replaces) spans two session keys, which need not share a
+# slot, so it is three scripts of one key each, tied together by the new key
+# as a token (OLD and NEW the two hashes):
+#
+#  1. _MOVE_OUT on OLD: if it is live, set m:moved = NEW (and cut its TTL to
+#     _MOVE_GRACE_MS) and return its fields. From then on OLD is absent to a
+#     load, a count and sessions_of(), and a save or touch of it is refused:
+#     a write either landed before, and is carried over, or returns False.
+#  2. save() creates NEW from those fields with the update applied, the old
+#     m:created and binding, indexed first as every save is.
+#  3. _MOVE_DONE on OLD: if it still says m:moved = NEW, strip it to a
+#     tombstone of m:moved and m:user (gone after the grace TTL) and return
+#     the user, to unindex OLD. If not, OLD was deleted after step 1: NEW is
+#     destroyed again and the rename returns False.
+#
+# So the rename takes effect at step 3, and whatever deletes OLD before that
+# wins: destroy(OLD) deletes the marked hash; destroy_user() finds OLD in its
+# user's set (OLD leaves it only after step 3) and deletes it like any record
+# bound to that user; prune() skips marked records, and any deletion of OLD
+# counts as a destroy. Step 3 then finds no mark and destroys NEW, which only
+# this call knows of yet.
+#
+# destroy_user() also follows m:moved from each record it deletes to the key
+# it moved to, as PostgreSQL follows an updated row, and deletes that record
+# too if it is bound to the same user. So one that read the user's set before
+# NEW was indexed (or tried NEW before step 2 made it), and reaches OLD only
+# after step 3, finds the tombstone and still ends NEW; one that ends NEW
+# while OLD is still marked lets the rename return True for a session already
+# gone, as if destroy_user() came just after it. Either way it counts the
+# session once. (The tombstone lives _MOVE_GRACE_MS: far longer than any
+# destroy_user() takes between reading the set and reaching OLD.) A
+# destroy(OLD) after step 3 deletes only the tombstone, as if it came after.
+#
+# Two renames of one record: only one marks it; the other's step 1 returns 0.
+# The token makes each step safe to retry on a fresh connection (redis-py's
+# retry after a lost reply): step 1 returns the fields it marked, step 3
+# finds its own tombstone and returns the same user.
+#
+# A rename that fails with an error (Redis out of memory in step 2, say)
+# destroys NEW and then _MOVE_UNDO takes the mark off OLD, restoring its TTL
+# from m:expires; a tombstone is never brought back. In that order, a rollback
+# that itself fails leaves the session lost, never alive twice. A process
+# killed halfway leaves OLD marked for at most _MOVE_GRACE_MS, and perhaps
+# NEW, bound but known to no one, until it expires.
+#
+# ARGV: now, new key, grace ms. Returns 0, or the hash's fields and values.
+_MOVE_OUT = """
+local key = KEYS[1]
+local moved = redis.call('HGET', key, 'm:moved')
+if moved and moved ~= ARGV[2] then
+  return 0
+end
+local stored = tonumber(redis.call('HGET', key, 'm:expires'))
+if stored == nil or stored <= tonumber(ARGV[1]) then
+  return 0
+end
+if not moved then
+  redis.call('HSET', key, 'm:moved', ARGV[2])
+  local ttl = redis.call('PTTL', key)
+  if ttl < 0 or ttl > tonumber(ARGV[3]) then
+    redis.call('PEXPIRE', key, ARGV[3])
+  end
+end
+return redis.call('HGETALL', key)
+"""
+
+# ARGV: new key, grace ms. HDEL field by field rather than DEL and HSET, so
+# that a full Redis (which refuses writes that allocate) can still finish.
+# Returns 0 if the record is not marked by this rename, else {1, its user or false}.
+_MOVE_DONE = """
+local key = KEYS[1]
+if redis.call('HGET', key, 'm:moved') ~= ARGV[1] then
+  return 0
+end
+local user = redis.call('HGET', key, 'm:user')
+for _, name in ipairs(redis.call('HKEYS', key)) do
+  if name ~= 'm:moved' and name ~= 'm:user' then
+    redis.call('HDEL', key, name)
+  end
+end
+redis.call('PEXPIRE', key, ARGV[2])
+return {1, user}
+"""
+
+# ARGV: new key, now. Returns 1 if the mark was taken off, else 0.
+_MOVE_UNDO = """
+local key = KEYS[1]
+if redis.call('HGET', key, 'm:moved') ~= ARGV[1] then
+  return 0
+end
+local stored = tonumber(redis.call('HGET', key, 'm:expires'))
+if stored == nil then
+  return 0
+end
+redis.call('HDEL', key, 'm:moved')
+local ttl = math.ceil((stored - tonumber(ARGV[2])) * 1000)
+if ttl > 0 then
+  redis.call('PEXPIRE', key, string.format('%d', ttl))
 end
 return 1
 """
@@ -238,6 +361,13 @@ class RedisStore:
     its key is a member of the user's set at ``<prefix>u:<sha256 of the user
     ID>``, which lives at least as long as the user's sessions: that set is how
     :meth:`sessions_of` and :meth:`destroy_user` find them without a SCAN.
+
+    A rename (``Update.replaces``, for :meth:`Session.regenerate`) touches two
+    keys that may live on different Cluster nodes, so it takes three scripts:
+    the old hash is marked ``m:moved`` (and is absent from then on), the new
+    one is written, and the old one is cut down to a tombstone that expires
+    within a minute. A destroy or destroy_user that comes in between still
+    wins (see the comment above ``_MOVE_OUT``).
 
     :param client_or_url: a ``redis://``, ``rediss://`` or ``unix://`` URL
         (default ``redis://127.0.0.1:6379/0``), or a redis-py client you made
@@ -302,6 +432,9 @@ class RedisStore:
         self._index_add_lua = _Lua(self._client, _INDEX_ADD)
         self._prune_script = _Lua(self._client, _PRUNE).script
         self._destroy_bound_script = _Lua(self._client, _DESTROY_BOUND).script
+        self._move_out_script = _Lua(self._client, _MOVE_OUT).script
+        self._move_done_script = _Lua(self._client, _MOVE_DONE).script
+        self._move_undo_script = _Lua(self._client, _MOVE_UNDO).script
         # load, save, touch and destroy skip the client's per-command machinery
         # when the client is a plain one (see _Direct); the rest, rarer and
         # often pipelined, go through the client.
@@ -373,6 +506,8 @@ class RedisStore:
         # values are bytes or str: float() and _json.decode() take either.
         if type(next(iter(fields))) is not bytes:
             fields = {_as_bytes(k): v for k, v in fields.items()}
+        if _MOVED in fields:
+            return None  # being renamed, or a rename's tombstone: either way gone
         try:
             expires_at = float(fields[_EXPIRES])
             created_at = float(fields[_CREATED])
@@ -394,6 +529,8 @@ class RedisStore:
     def save(self, key: str, update: Update) -> bool:
         if not valid_key(key):
             raise ValueError("not a store key")
+        if update.replaces is not None:
+            return self._rename(key, update)
         user = None if update.user_id is None else user_bytes(update.user_id)
         now = float(_clock.now())
         expires_at = float(update.expires_at)
@@ -438,6 +575,84 @@ class RedisStore:
         except _FAILURES as exc:
             raise self._failure("save", key, exc) from exc
         return True
+
+    def _rename(self, key: str, update: Update) -> bool:
+        """Move the record at ``update.replaces`` to *key* (the protocol above _MOVE_OUT)."""
+        old = update.replaces
+        assert old is not None
+        if old == key:
+            return self.save(key, replace(update, replaces=None, created_at=None))
+        if not valid_key(old):
+            log.info("save dropped: the session it renames is not a store key")
+            return False
+        # A value or user ID that cannot be stored is refused before anything is marked.
+        for value in update.set.values():
+            _json.encode(value)
+        if update.user_id is not None:
+            user_bytes(update.user_id)
+        token = key.encode("ascii")
+        now = float(_clock.now())
+        try:
+            fields = self._on_old(self._move_out_script, old, [b"%r" % now, token, b"%d" % _MOVE_GRACE_MS])
+        except UnicodeDecodeError:
+            # A decode_responses=True client, and bytes that are not UTF-8: not
+            # written by us. The record is marked all the same, and unmarked below.
+            security_log.warning(
+                "corrupt session record in RedisStore at %s treated as absent",
+                self._where,
+                extra={"security_event": "corrupt_record"},
+            )
+            fields = []
+        if not isinstance(fields, list):
+            log.info("save dropped: the session was destroyed or expired meanwhile")
+            return False
+        pairs = zip(fields[::2], fields[1::2], strict=True)
+        record = self._record({name: value for name, value in pairs if _as_bytes(name) != _MOVED})
+        if record is None:  # corrupt, or expired since the script ran
+            self._undo_rename(key, old)
+            log.info("save dropped: the session was destroyed or expired meanwhile")
+            return False
+        moved = Update(
+            set=update.apply(record.data),
+            expires_at=update.expires_at,
+            created_at=record.created_at,
+            user_id=record.user_id if update.user_id is None else update.user_id,
+        )
+        try:
+            done = None
+            if self.save(key, moved):  # False only if NEW is itself being renamed: never, it is new
+                done = self._on_old(self._move_done_script, old, [token, b"%d" % _MOVE_GRACE_MS])
+        except BaseException:
+            with suppress(StoreError):
+                self._undo_rename(key, old)
+            raise
+        if not isinstance(done, list):
+            # OLD was deleted after step 1 (destroy, destroy_user): destroy
+            # wins. An error here must reach the caller: NEW would outlive it.
+            self._undo_rename(key, old)
+            log.info("save dropped: the session was destroyed while it was renamed")
+            return False
+        if done[1] is not None:
+            try:
+                self._unindex(_as_bytes(done[1]), [old])
+            except _FAILURES as exc:
+                # The rename has landed; the stale member is cleaned up later.
+                log.warning("RedisStore: a renamed session stays in its user's set for now: %s", _scrub(exc, old))
+        return True
+
+    def _undo_rename(self, key: str, old: str) -> None:
+        """Destroy the rename's new record, then take the mark off the old one, if it is still there."""
+        self.destroy(key)
+        self._on_old(self._move_undo_script, old, [key.encode("ascii"), b"%r" % float(_clock.now())])
+
+    def _on_old(self, script: Any, old: str, args: list[bytes]) -> Any:
+        """Run one of the rename's scripts on the old record, through the client (renames are rare)."""
+        if self._closed:
+            raise self._closed_error()
+        try:
+            return script(keys=[self._redis_key(old)], args=args)
+        except _FAILURES as exc:
+            raise self._failure("save", old, exc) from exc
 
     def touch(self, key: str, expires_at: float) -> bool:
         if not valid_key(key):
@@ -584,19 +799,32 @@ class RedisStore:
 
         Each member of the user's set is deleted by a script that first checks
         the record is still bound to this user, so a stale member never ends
-        someone else's session.
+        someone else's session. A record a rename moved leads on to its new
+        key, which is deleted the same way (see the comment above _MOVE_OUT).
         """
         user = user_bytes(user_id)
         now = repr(float(_clock.now()))
-        live = 0
         with self._errors("destroy_user", None):
             keys = sorted(_member_keys(self._client.smembers(self._user_set(user))))
-            for key in keys:
-                if int(self._destroy_bound_script(keys=[self._redis_key(key)], args=[user, now])) == 2:
-                    live += 1
+            ended: set[str] = set()  # deleted while live
+            moving: list[str] = []  # where the live records a rename was moving were going
+            followed: set[str] = set()
+            for key in keys:  # grows as renames are followed
+                result = self._destroy_bound_script(keys=[self._redis_key(key)], args=[user, now])
+                if isinstance(result, list):
+                    target = _as_bytes(result[1]).decode("ascii", "replace")
+                    if int(result[0]) == 2:
+                        moving.append(target)
+                    # Even a key already tried: it may have been created since.
+                    if valid_key(target) and target not in ended and target not in followed:
+                        followed.add(target)
+                        keys.append(target)
+                elif int(result) == 2:
+                    ended.add(key)
             if keys:
-                self._unindex(user, keys)
-        return live
+                self._unindex(user, sorted(set(keys)))
+        # A session caught halfway through a rename counts once, under either key.
+        return len(ended) + sum(1 for target in moving if target not in ended)
 
     def count(self) -> int:
         """How many live records the store holds (a SCAN of every key under the prefix)."""
@@ -619,11 +847,16 @@ class RedisStore:
         return sum(1 for stored in self._expiries(keys) if _is_live(stored, now))
 
     def _expiries(self, keys: list[bytes]) -> list[Any]:
-        """Each key's stored m:expires (or None, or the error for that key), in one round trip."""
+        """Each key's stored m:expires (None if none or moved by a rename, or the error), in one round trip."""
         pipe = self._client.pipeline(transaction=False)
         for k in keys:
-            pipe.hget(k, _EXPIRES)
-        return list(pipe.execute(raise_on_error=False))
+            pipe.hmget(k, [_EXPIRES, _MOVED])
+        expiries = []
+        for reply in pipe.execute(raise_on_error=False):
+            if isinstance(reply, list):
+                reply = reply[0] if reply[1] is None else None
+            expiries.append(reply)
+        return expiries
 
     def index_size(self) -> int:
         """How many entries the user index holds, stale ones included (for tests and diagnostics)."""

@@ -320,6 +320,8 @@ class SQLiteStore:
         return written
 
     def _save_in_transaction(self, conn: sqlite3.Connection, key: str, update: Update, now: float) -> bool:
+        if update.replaces is not None and update.replaces != key:
+            return self._rename_in_transaction(conn, update.replaces, key, update, now)
         row = conn.execute(self._sql_load_for_update, (key,)).fetchone()
         current = self._decode(row[0]) if row is not None and row[1] > now else None
         bucket = _bucket(update.expires_at)
@@ -332,10 +334,26 @@ class SQLiteStore:
             if update.user_id is not None and update.user_id != row[2]:
                 conn.execute(self._sql_set_user, (update.user_id, key))
             return True
-        if update.created_at is None:
+        if update.created_at is None or update.replaces is not None:
             return False
         data = _json.encode(update.apply({}))
         conn.execute(self._sql_insert, (key, data, update.created_at, update.expires_at, update.user_id, bucket))
+        return True
+
+    def _rename_in_transaction(self, conn: sqlite3.Connection, old: str, key: str, update: Update, now: float) -> bool:
+        """Move *old*'s live record to *key* with *update* applied; ``False`` if it is gone."""
+        if not valid_key(old):
+            return False
+        row = conn.execute(self._sql_load, (old,)).fetchone()
+        current = self._decode(row[0]) if row is not None and row[2] > now else None
+        if current is None:
+            return False
+        # The user index is the user_id column: deleting the old row and
+        # inserting the new one, in one transaction, moves the entry with it.
+        user_id = row[3] if update.user_id is None else update.user_id
+        conn.execute(self._sql_destroy, (old,))
+        data = _json.encode(update.apply(current))
+        conn.execute(self._sql_insert, (key, data, row[1], update.expires_at, user_id, _bucket(update.expires_at)))
         return True
 
     def touch(self, key: str, expires_at: float) -> bool:

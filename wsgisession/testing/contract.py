@@ -1,4 +1,4 @@
-"""Test helpers for code that uses wsgisession, and the store conformance suite.
+"""The store conformance suite: the behaviour every session store must have.
 
 To prove a store of your own behaves like ours, subclass :class:`StoreContract`
 in a pytest module and provide a ``store`` fixture::
@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from . import _clock
-from .ids import new_id, store_key
-from .stores.base import Store, Update, UserIndex
+from .. import _clock
+from ..ids import new_id, store_key
+from ..stores.base import Store, Update, UserIndex
 
 __all__ = ["Clock", "StoreContract"]
 
@@ -208,6 +208,52 @@ class StoreContract:
         assert store.touch(key, clock() + 60) is False
         assert store.load(key) is None
 
+    # -- rename (regenerate) -------------------------------------------------------
+
+    def test_rename_moves_the_record_with_its_creation_time(self, store: Store, clock: Clock) -> None:
+        t0 = clock()
+        old = self.create(store, clock, {"cart": [1], "keep": "yes"})
+        clock.advance(30)
+        new = _key()
+        update = Update(set={"cart": [1, 2]}, delete=frozenset({"keep"}), expires_at=clock() + 90, replaces=old)
+        assert store.save(new, update) is True
+        assert store.load(old) is None
+        record = store.load(new)
+        assert record is not None
+        assert record.data == {"cart": [1, 2]}
+        assert record.created_at == pytest.approx(t0, abs=0.01), "a rename keeps the creation time"
+        assert record.expires_at == pytest.approx(clock() + 90, abs=0.01)
+        assert store.save(old, Update(set={"late": 1}, expires_at=clock() + 60)) is False, "the old key is dead"
+        assert store.load(old) is None
+
+    def test_rename_carries_changes_that_landed_on_the_old_key(self, store: Store, clock: Clock) -> None:
+        old = self.create(store, clock, {"a": 1})
+        assert store.save(old, Update(set={"b": 2}, expires_at=clock() + 60))
+        new = _key()
+        assert store.save(new, Update(set={"c": 3}, expires_at=clock() + 60, replaces=old))
+        record = store.load(new)
+        assert record is not None and record.data == {"a": 1, "b": 2, "c": 3}
+
+    @pytest.mark.parametrize("how", ["destroyed", "expired", "missing"])
+    def test_rename_of_a_dead_record_writes_nothing(self, store: Store, clock: Clock, how: str) -> None:
+        old = self.create(store, clock, {"user": "alice"}, ttl=10) if how != "missing" else _key()
+        if how == "destroyed":
+            store.destroy(old)
+        elif how == "expired":
+            clock.advance(11)
+        new = _key()
+        now = clock()
+        assert (
+            store.save(new, Update(set={"user": "alice"}, expires_at=now + 60, created_at=now, replaces=old)) is False
+        )
+        assert store.load(new) is None
+        assert store.load(old) is None
+
+    def test_rename_of_a_hostile_key_writes_nothing(self, store: Store, clock: Clock) -> None:
+        new = _key()
+        assert store.save(new, Update(set={"a": 1}, expires_at=clock() + 60, replaces="../" * 21 + "a")) is False
+        assert store.load(new) is None
+
     # -- expiry ---------------------------------------------------------------------
 
     def test_expired_record_is_absent(self, store: Store, clock: Clock) -> None:
@@ -362,6 +408,36 @@ class StoreContract:
         key = self.bind(store, clock, "alice")
         users.destroy_user("alice")
         assert store.save(key, Update(set={"late": 1}, expires_at=clock() + 60)) is False
+        assert users.sessions_of("alice") == []
+
+    def test_rename_keeps_the_user_binding(self, store: Store, users: UserIndex, clock: Clock) -> None:
+        old = self.bind(store, clock, "alice", device="phone")
+        new = _key()
+        assert store.save(new, Update(set={"x": 1}, expires_at=clock() + 60, replaces=old))
+        assert [k for k, _ in users.sessions_of("alice")] == [new]
+        record = store.load(new)
+        assert record is not None and record.user_id == "alice" and record.data == {"device": "phone", "x": 1}
+        assert users.destroy_user("alice") == 1
+        assert store.load(new) is None
+
+    def test_rename_can_bind_or_rebind(self, store: Store, users: UserIndex, clock: Clock) -> None:
+        anonymous = self.create(store, clock, {"cart": [1]})
+        alice = _key()
+        assert store.save(alice, Update(expires_at=clock() + 60, replaces=anonymous, user_id="alice"))
+        assert [k for k, _ in users.sessions_of("alice")] == [alice]
+        bob = _key()
+        assert store.save(bob, Update(expires_at=clock() + 60, replaces=alice, user_id="bob"))
+        assert users.sessions_of("alice") == []
+        assert [k for k, _ in users.sessions_of("bob")] == [bob]
+        record = store.load(bob)
+        assert record is not None and record.data == {"cart": [1]} and record.user_id == "bob"
+
+    def test_rename_after_destroy_user_writes_nothing(self, store: Store, users: UserIndex, clock: Clock) -> None:
+        old = self.bind(store, clock, "alice")
+        assert users.destroy_user("alice") == 1
+        new = _key()
+        assert store.save(new, Update(set={"a": 1}, expires_at=clock() + 60, replaces=old, user_id="alice")) is False
+        assert store.load(new) is None
         assert users.sessions_of("alice") == []
 
     def test_count_counts_live_sessions(self, store: Store, users: UserIndex, clock: Clock) -> None:

@@ -1,0 +1,19 @@
+"""Test helpers for stores and applications that use wsgisession.
+
+* :class:`StoreContract`: the store conformance suite (pytest). Subclass it
+  and provide a ``store`` fixture.
+* :class:`SessionLifecycle`: the whole session lifecycle, driven through the
+  real middleware by several browsers with requests in flight, checked after
+  every step against a small reference model (hypothesis stateful testing).
+  Subclass it and provide :meth:`~SessionLifecycle.make_store`.
+* :class:`Clock`: a clock tests move by hand.
+
+Both need the ``testing`` extra (``pip install 'wsgisession[testing]'``).
+"""
+
+from __future__ import annotations
+
+from .contract import Clock as Clock
+from .contract import StoreContract as StoreContract
+
+__all__ = ["Clock", "StoreContract"]
