@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from urllib.parse import quote
 
 from . import _clock
 from .errors import BadSignature, ConfigurationError, StoreError
 from .observe import InstrumentedStore, Metrics, Pruner
-from .session import DEFAULT_TTL, Session, SessionSettings
+from .session import DEFAULT_TTL, CookieAction, Session, SessionSettings
 from .signing import Secret, SecretLike, Signer
 from .stores import from_url
 from .stores.base import Store
@@ -36,8 +38,6 @@ ENVIRON_KEY = "wsgisession.session"
 #: A Cookie header longer than this is ignored, not parsed (browsers send at most
 #: about 4 KB per cookie; servers usually cap all headers at 8-16 KB).
 MAX_COOKIE_HEADER = 32 * 1024
-#: At most this many cookies of our name are considered (cookie tossing).
-_MAX_CANDIDATES = 4
 #: Signed cookie values already verified, remembered (value -> ID) so a browser's
 #: later requests skip the HMAC; emptied when full.
 _VERIFIED_CACHE = 8192
@@ -48,12 +48,36 @@ _SIGNED_ID = re.compile(r"[A-Za-z0-9_-]{43}\.[A-Za-z0-9_-]{43}")
 _DOMAIN = re.compile(
     r"\.?[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
-_PATH_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f;]")
+# A cookie Path is printable ASCII other than ';' (RFC 6265 path-value). A
+# space or a non-ASCII character is allowed by no browser's matching: they
+# compare it with the URL's path, which is percent-encoded.
+_PATH = re.compile(r"/[!-:<-~]*")
+#: Browsers ignore a Path or Domain attribute longer than this (RFC 6265bis).
+_MAX_ATTRIBUTE = 1024
+#: The longest max_age, absolute_timeout and prune_interval accepted: 100 years.
+#: The cookie's Expires date (now + max_age) must stay a date that can be
+#: written (email.utils.formatdate stops at year 9999), a session's expiry a
+#: number every store can keep, and a wait one that threading can do.
+_MAX_SECONDS = 100 * 36525 * 864
+_PATH_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != ";")
 
 _SAMESITE = {"strict": "Strict", "lax": "Lax", "none": "None"}
 _EXPIRED = "Thu, 01 Jan 1970 00:00:00 GMT"
 
 SecureSetting = bool | Literal["auto"]
+
+
+class _Incoming(NamedTuple):
+    """The session cookie a request carried, once verified."""
+
+    session_id: str | None
+    #: The cookie's value as sent.
+    signed: str | None
+    #: An older secret signed it: send it again signed with the current one.
+    resign: bool
+
+
+_NO_COOKIE = _Incoming(None, None, False)
 
 
 def get_session(environ: WSGIEnvironment) -> Session:
@@ -112,14 +136,8 @@ class SessionMiddleware:
             store = from_url(store)
         self.store: Store = store
 
-        if max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, int) or max_age <= 0):
-            raise ConfigurationError(f"max_age must be a positive number of seconds or None, not {max_age!r}")
-        if absolute_timeout is not None and (
-            isinstance(absolute_timeout, bool) or not isinstance(absolute_timeout, int) or absolute_timeout <= 0
-        ):
-            raise ConfigurationError(
-                f"absolute_timeout must be a positive number of seconds or None, not {absolute_timeout!r}"
-            )
+        self._check_seconds("max_age", max_age, whole=True)
+        self._check_seconds("absolute_timeout", absolute_timeout, whole=True)
         self.max_age = max_age
         self.rolling = bool(rolling)
         self.absolute_timeout = absolute_timeout
@@ -130,14 +148,13 @@ class SessionMiddleware:
         self.metrics = metrics
         session_store: Store = store if metrics is None else InstrumentedStore(store, metrics)
         self._settings = SessionSettings(
-            store=session_store, ttl=DEFAULT_TTL if max_age is None else max_age, absolute_timeout=absolute_timeout
+            store=session_store,
+            ttl=DEFAULT_TTL if max_age is None else max_age,
+            absolute_timeout=absolute_timeout,
+            rolling=self.rolling,
+            save_uninitialized=self.save_uninitialized,
         )
-        if prune_interval is not None and (
-            isinstance(prune_interval, bool) or not isinstance(prune_interval, (int, float)) or prune_interval <= 0
-        ):
-            raise ConfigurationError(
-                f"prune_interval must be a positive number of seconds or None, not {prune_interval!r}"
-            )
+        self._check_seconds("prune_interval", prune_interval, whole=False)
         self._pruner = None if prune_interval is None else Pruner(session_store, prune_interval)
 
         if secure not in (True, False, "auto"):
@@ -170,7 +187,7 @@ class SessionMiddleware:
         self._attributes = "; " + "; ".join(attributes)
         self._warned_multiprocess = False
         self._date_cache: tuple[int, str] = (-1, "")
-        self._verified: dict[str, tuple[str, bool]] = {}
+        self._verified: dict[str, _Incoming] = {}
 
     @staticmethod
     def _check_cookie_name(name: str) -> str:
@@ -181,15 +198,43 @@ class SessionMiddleware:
         return name
 
     @staticmethod
+    def _check_seconds(name: str, value: float | None, *, whole: bool) -> None:
+        if value is None:
+            return
+        kinds: tuple[type, ...] = (int,) if whole else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
+            raise ConfigurationError(f"{name} must be a positive number of seconds or None, not {value!r}")
+        if not value <= _MAX_SECONDS:
+            # Also refuses inf and, above, NaN: no comparison holds for it.
+            # The value is not shown: repr() of a huge int is long, or raises.
+            raise ConfigurationError(
+                f"{name} is too long: at most {_MAX_SECONDS:,} seconds (100 years), so that "
+                "the cookie's Expires date and the session's expiry stay dates that can be written"
+            )
+
+    @staticmethod
     def _check_path(path: str) -> str:
-        if not isinstance(path, str) or not path.startswith("/") or _PATH_FORBIDDEN.search(path):
-            raise ConfigurationError(f"path {path!r} must start with '/' and contain no ';' or control characters")
+        if not isinstance(path, str) or _PATH.fullmatch(path) is None:
+            hint = ""
+            if isinstance(path, str) and path.startswith("/") and ";" not in path:
+                # What the browser sends for it, which is what its cookie Path must say.
+                hint = f" (write it as the browser sends it: {quote(path, safe=_PATH_SAFE)!r})"
+            raise ConfigurationError(
+                f"path {path!r} must start with '/' and hold only printable ASCII other than ';': "
+                f"no spaces, control or non-ASCII characters{hint}"
+            )
+        if len(path) > _MAX_ATTRIBUTE:
+            raise ConfigurationError(f"path is {len(path)} characters long: browsers ignore one over {_MAX_ATTRIBUTE}")
         return path
 
     @staticmethod
     def _check_domain(domain: str) -> str:
         if not isinstance(domain, str) or len(domain) > 253 or _DOMAIN.fullmatch(domain) is None:
-            raise ConfigurationError(f"domain {domain!r} is not a valid host name")
+            hint = ""
+            if isinstance(domain, str) and not domain.isascii():
+                with contextlib.suppress(UnicodeError):
+                    hint = f" (write an international name in its ASCII form: {domain.encode('idna').decode()!r})"
+            raise ConfigurationError(f"domain {domain!r} is not a valid host name{hint}")
         return domain
 
     def __repr__(self) -> str:
@@ -203,11 +248,11 @@ class SessionMiddleware:
 
     # -- per request -----------------------------------------------------------------
 
-    def _session_id(self, environ: WSGIEnvironment) -> tuple[str | None, bool, str | None]:
-        """The verified session ID from the request's cookie, whether it needs re-signing, and the cookie value."""
+    def _session_id(self, environ: WSGIEnvironment) -> _Incoming:
+        """The verified session ID from the request's cookie, with the cookie's value and whether to re-sign it."""
         header = environ.get("HTTP_COOKIE")
         if not header:
-            return None, False, None
+            return _NO_COOKIE
         if len(header) > MAX_COOKIE_HEADER:
             security_log.warning(
                 "Cookie header of %d bytes ignored (limit %d)",
@@ -215,12 +260,17 @@ class SessionMiddleware:
                 MAX_COOKIE_HEADER,
                 extra={"security_event": "oversized_cookie_header"},
             )
-            return None, False, None
+            return _NO_COOKIE
         name = self.cookie_name
         if name not in header:
-            return None, False, None
+            return _NO_COOKIE
         # str.split and str.partition are linear in the header's length, unlike a
         # backtracking cookie regex on a long run of characters without '='.
+        # Every cookie of our name is tried, in the order sent: browsers send
+        # longer-path cookies first, so the genuine one can come after any number
+        # planted by a sibling subdomain (cookie tossing). The size cap bounds the
+        # work: a value not shaped like a signed ID costs no HMAC, and at most
+        # about 330 well-shaped ones fit in MAX_COOKIE_HEADER.
         candidates = []
         for part in header.split(";"):
             key, eq, value = part.partition("=")
@@ -229,8 +279,6 @@ class SessionMiddleware:
                 if len(value) > 1 and value[0] == value[-1] == '"':
                     value = value[1:-1]
                 candidates.append(value)
-                if len(candidates) >= _MAX_CANDIDATES:
-                    break
         if len(candidates) > 1:
             security_log.warning(
                 "request carried %d cookies named %r",
@@ -239,29 +287,40 @@ class SessionMiddleware:
                 extra={"security_event": "duplicate_cookie"},
             )
         verified = self._verified
+        found = _NO_COOKIE
+        malformed = forged = 0
         for candidate in candidates:
             known = verified.get(candidate)
             if known is not None:
-                return known[0], known[1], candidate
+                found = known
+                break
             if _SIGNED_ID.fullmatch(candidate) is None:
-                security_log.info("malformed session cookie ignored", extra={"security_event": "malformed_cookie"})
+                malformed += 1
                 continue
             try:
                 session_id, current = self._signer.unsign(candidate)
             except BadSignature:
-                if self.metrics is not None:
-                    InstrumentedStore._report(self.metrics.increment, "bad_signature")
-                security_log.info(
-                    "session cookie with a bad signature ignored", extra={"security_event": "bad_signature"}
-                )
+                forged += 1
                 continue
             # Remember it: the next request of this browser skips the HMAC. Only
             # verified values go in, so a forged one can never hit.
             if len(verified) >= _VERIFIED_CACHE:
                 verified.clear()
-            verified[candidate] = (session_id, not current)
-            return session_id, not current, candidate
-        return None, False, None
+            found = verified[candidate] = _Incoming(session_id, candidate, not current)
+            break
+        # One record per kind and request, however many cookies were planted:
+        # a header full of junk must not become thousands of log lines.
+        if malformed:
+            security_log.info(
+                "%d malformed session cookie(s) ignored", malformed, extra={"security_event": "malformed_cookie"}
+            )
+        if forged:
+            if self.metrics is not None:
+                InstrumentedStore._report(self.metrics.increment, "bad_signature", forged)
+            security_log.info(
+                "%d session cookie(s) with a bad signature ignored", forged, extra={"security_event": "bad_signature"}
+            )
+        return found
 
     def _is_secure(self, environ: WSGIEnvironment) -> bool:
         if self.secure != "auto":
@@ -273,17 +332,18 @@ class SessionMiddleware:
             return str(forwarded).split(",", 1)[0].strip().lower() == "https"
         return False
 
-    def _set_cookie(self, session: Session, environ: WSGIEnvironment, incoming: tuple[str | None, str | None]) -> str:
-        sid = session._sid
+    def _set_cookie(self, session: Session, environ: WSGIEnvironment, incoming: _Incoming) -> str:
+        sid = session.id
         assert sid is not None
         # The cookie the browser sent, if it names this session and the current
         # key signed it (signing is deterministic: it would come out the same).
-        value = incoming[1] if incoming[0] == sid and not session._resign else None
+        value = incoming.signed if incoming.session_id == sid and not incoming.resign else None
         parts = [f"{self.cookie_name}={value or self._signer.sign(sid)}"]
-        if self.max_age is not None and session._expires_at is not None:
-            remaining = max(0, math.ceil(session._expires_at - _clock.now()))
+        expires_at = session.expires_at
+        if self.max_age is not None and expires_at is not None:
+            remaining = max(0, math.ceil(expires_at - _clock.now()))
             parts.append(f"Max-Age={remaining}")
-            parts.append(f"Expires={self._http_date(session._expires_at)}")
+            parts.append(f"Expires={self._http_date(expires_at)}")
         cookie = "; ".join(parts) + self._attributes
         return cookie + "; Secure" if self._is_secure(environ) else cookie
 
@@ -314,8 +374,8 @@ class SessionMiddleware:
             )
         if self._pruner is not None:
             self._pruner.ensure_running()
-        session_id, resign, signed = self._session_id(environ)
-        session = Session(self._settings, session_id, resign=resign, user_agent=environ.get("HTTP_USER_AGENT"))
+        incoming = self._session_id(environ)
+        session = Session(self._settings, incoming.session_id, user_agent=environ.get("HTTP_USER_AGENT"))
         environ[ENVIRON_KEY] = session
 
         def session_start_response(
@@ -323,15 +383,18 @@ class SessionMiddleware:
         ) -> Callable[[bytes], object]:
             if exc_info is None and not status.startswith("5"):
                 try:
-                    action = session._commit(rolling=self.rolling, save_uninitialized=self.save_uninitialized)
+                    action = session.commit()
+                    if action is CookieAction.NONE and incoming.resign and session.id == incoming.session_id:
+                        # Signed by an older secret and still live: sign it with the current one.
+                        action = CookieAction.SET
                 except StoreError:
                     log.exception("session not saved: the store failed")
                     raise
                 except TypeError:
                     log.exception("session not saved: it holds data that is not JSON")
                     raise
-                if action is not None or session.accessed:
-                    headers = self._response_headers(headers, session, action, environ, (session_id, signed))
+                if action is not CookieAction.NONE or session.accessed:
+                    headers = self._response_headers(headers, session, action, environ, incoming)
             elif session.accessed:
                 headers = _add_vary_cookie(list(headers))
             if exc_info is None:
@@ -344,14 +407,14 @@ class SessionMiddleware:
         self,
         headers: list[tuple[str, str]],
         session: Session,
-        action: str | None,
+        action: CookieAction,
         environ: WSGIEnvironment,
-        incoming: tuple[str | None, str | None],
+        incoming: _Incoming,
     ) -> list[tuple[str, str]]:
         headers = _add_vary_cookie(list(headers))
-        if action is None:
+        if action is CookieAction.NONE:
             return headers
-        if action == "set":
+        if action is CookieAction.SET:
             headers.append(("Set-Cookie", self._set_cookie(session, environ, incoming)))
         else:
             headers.append(("Set-Cookie", self._delete_cookie(environ)))

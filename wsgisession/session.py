@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 from collections.abc import Iterator, MutableMapping
@@ -39,6 +41,10 @@ class SessionSettings:
     store: Store
     ttl: float = DEFAULT_TTL
     absolute_timeout: float | None = None
+    #: Refresh a live session's expiry on every response (an idle timeout).
+    rolling: bool = False
+    #: Save a new session even if nothing was put in it.
+    save_uninitialized: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,37 +66,62 @@ def _handle(key: str) -> str:
     return hashlib.sha256(b"wsgisession session handle\x00" + key.encode("ascii")).hexdigest()[:32]
 
 
+class State(enum.Enum):
+    """Where a session is in its life, as this request sees it.
+
+    ``UNLOADED`` -> ``LIVE`` or ``NEW`` when the data is first used (the store
+    is read then, not before). ``NEW`` -> ``LIVE`` when it is saved.
+    ``LIVE`` -> ``NEW`` when it is destroyed, here or by another request (a
+    save or touch that finds it gone). :meth:`Session.regenerate` keeps a
+    ``LIVE`` session ``LIVE`` under a new ID; the store renames the record when
+    the session is next saved.
+    """
+
+    #: The cookie names a session; the store has not been read yet.
+    UNLOADED = "unloaded"
+    #: No record in the store: no cookie, a cookie naming nothing live, or destroyed.
+    NEW = "new"
+    #: A record is in the store (read, or written by this request).
+    LIVE = "live"
+
+
+class CookieAction(enum.Enum):
+    """What the response must do with the session cookie, as :meth:`Session.commit` says."""
+
+    #: Leave the browser's cookie as it is (or send none).
+    NONE = "none"
+    #: Send the cookie: a new ID, or a refreshed expiry.
+    SET = "set"
+    #: Expire the browser's cookie: the session it named is gone.
+    DELETE = "delete"
+
+
 class Session(MutableMapping[str, Any]):
-    """One browser's session: a mapping of JSON data with a lifecycle.
+    """One browser's session: a mapping of JSON data with a lifecycle (see :class:`State`).
 
     The store is not read until the data is first used. Values must be JSON
     data (``str``, ``int``, ``float``, ``bool``, ``None``, ``list``, ``dict``
-    with ``str`` keys); anything else raises :class:`TypeError` naming the key.
+    with ``str`` keys); anything else raises :class:`TypeError` naming the key,
+    when it is set or, for a change made in place, when the session is saved.
     Changes are tracked per key, including changes made inside a list or dict
-    that was read (``session["cart"].append(item)``), and only the keys that
-    changed are written, so concurrent requests that change different keys
-    never undo each other.
+    that was read (``session["cart"].append(item)``), and only the keys whose
+    value differs from the stored one are written, so concurrent requests that
+    change different keys never undo each other, and setting a key to the
+    value it already has writes nothing.
     """
 
     __slots__ = (
-        "_bind_user",
-        "_cleared",
+        "_baseline",
         "_created_at",
         "_data",
-        "_dead_ids",
-        "_deleted",
-        "_exists",
         "_expires_at",
-        "_force_save",
-        "_is_new",
-        "_loaded",
-        "_resign",
-        "_set",
+        "_incoming",
+        "_origin_expires_at",
         "_settings",
         "_sid",
-        "_snapshots",
-        "_stale_cookie",
-        "_touched",
+        "_state",
+        "_stored",
+        "_stored_user",
         "_user_agent",
         "_user_id",
         "accessed",
@@ -101,102 +132,122 @@ class Session(MutableMapping[str, Any]):
         settings: SessionSettings,
         session_id: str | None = None,
         *,
-        resign: bool = False,
         user_agent: str | None = None,
     ) -> None:
-        """Make a session; *session_id* is the verified ID from the cookie, if any."""
+        """Make a session; *session_id* is the verified ID from the browser's cookie, if any."""
         self._settings = settings
+        #: The ID the browser's cookie carries (verified), or None.
+        self._incoming = session_id
+        self._state = State.NEW if session_id is None else State.UNLOADED
+        #: The ID the session has now: what the cookie will carry.
         self._sid = session_id
-        self._loaded = False
-        self._exists = False
-        self._is_new = True
+        #: The ID the store holds the record under (LIVE only); differs from
+        #: _sid while a regenerate() waits for its rename.
+        self._stored: str | None = None
         self._data: dict[str, Any] = {}
-        self._set: set[str] = set()
-        self._deleted: set[str] = set()
-        self._snapshots: dict[str, str] = {}
+        #: For each key this request touched: its value as JSON text as the
+        #: store has it (None: absent). A key is changed when it differs.
+        self._baseline: dict[str, str | None] = {}
         self._created_at: float | None = None
         self._expires_at: float | None = None
-        self._dead_ids: list[str] = []
-        self._force_save = False
-        self._touched = False
-        self._cleared = False
-        self._resign = resign
-        self._stale_cookie = False
-        self._user_agent = user_agent
+        #: The expiry of the record this request found (None: it found none).
+        self._origin_expires_at: float | None = None
         self._user_id: str | None = None
-        self._bind_user = False
+        self._stored_user: str | None = None
+        self._user_agent = user_agent
         #: Whether the application used the session in this request (``Vary: Cookie``).
         self.accessed = False
 
     def __repr__(self) -> str:
-        state = "not loaded" if not self._loaded else ("new" if self._sid is None else "live")
-        return f"<Session {state}, {len(self._data)} key(s)>"
+        return f"<Session {self._state.value}, {len(self._data)} key(s)>"
+
+    @property
+    def state(self) -> State:
+        """Where the session is in its lifecycle (reading it does not load the session)."""
+        return self._state
 
     # -- loading ------------------------------------------------------------------
 
     def _load(self) -> None:
         self.accessed = True
-        if self._loaded:
-            return
-        self._loaded = True
-        self._data = {}
-        self._exists = False
-        self._is_new = True
-        if self._sid is None:
+        if self._state is State.UNLOADED:
+            self._read(self._sid)
+
+    def _read(self, session_id: str | None) -> None:
+        """Read *session_id*'s record: LIVE if it is there, NEW if not."""
+        if session_id is None:
+            self._become_new()
             return
         settings = self._settings
-        record = settings.store.load(store_key(self._sid))
+        key = store_key(session_id)
+        record = settings.store.load(key)
         timeout = settings.absolute_timeout
         if record is not None and timeout is not None and record.created_at + timeout <= _clock.now():
             security_log.info(
                 "session %s replayed after its absolute timeout",
-                log_tag(self._sid),
+                log_tag(session_id),
                 extra={"security_event": "expired_replay"},
             )
-            settings.store.destroy(store_key(self._sid))
+            settings.store.destroy(key)
             record = None
         if record is None:
             # An ID we do not have is never adopted: the session starts afresh
             # and gets a new ID if it is saved.
             security_log.info(
-                "session %s is unknown or expired", log_tag(self._sid), extra={"security_event": "expired_replay"}
+                "session %s is unknown or expired", log_tag(session_id), extra={"security_event": "expired_replay"}
             )
-            self._sid = None
-            self._stale_cookie = True
-            self._resign = False
+            self._become_new()
             return
+        self._state = State.LIVE
+        self._sid = self._stored = session_id
         self._data = record.data
-        self._user_id = record.user_id
+        self._baseline = {}
+        self._user_id = self._stored_user = record.user_id
         self._created_at = record.created_at
-        self._expires_at = record.expires_at
-        self._exists = True
-        self._is_new = False
+        self._expires_at = self._origin_expires_at = record.expires_at
+
+    def _become_new(self) -> None:
+        """No record any more (or never): an empty session that gets a new ID if saved."""
+        self._state = State.NEW
+        self._sid = self._stored = None
+        self._data = {}
+        self._baseline = {}
+        self._user_id = self._stored_user = None
+        self._created_at = self._expires_at = self._origin_expires_at = None
 
     # -- the mapping ----------------------------------------------------------------
+
+    def _remember(self, key: str) -> None:
+        """Keep how *key* looks in the store before this request changes it."""
+        if key not in self._baseline and self._state is State.LIVE:
+            data = self._data
+            if key not in data:
+                self._baseline[key] = None
+                return
+            try:
+                self._baseline[key] = _fingerprint(data[key])
+            except (ValueError, RecursionError):
+                self._baseline[key] = ""  # unlike any JSON text: whatever is set is a change
 
     def __getitem__(self, key: str) -> Any:
         self._load()
         value = self._data[key]
-        if type(value) in _MUTABLE and key not in self._snapshots and key not in self._set:
-            # Remember how it looked, to notice changes made in place.
-            self._snapshots[key] = _json.encode(value)
+        if type(value) in _MUTABLE:
+            # It may be changed in place: remember how it looked.
+            self._remember(key)
         return value
 
     def __setitem__(self, key: str, value: Any) -> None:
         _json.check_key(key)
         _json.check_json(key, value)
         self._load()
+        self._remember(key)
         self._data[key] = value
-        self._set.add(key)
-        self._deleted.discard(key)
-        self._snapshots.pop(key, None)
 
     def __delitem__(self, key: str) -> None:
         self._load()
+        self._remember(key)
         del self._data[key]
-        self._deleted.add(key)
-        self._set.discard(key)
-        self._snapshots.pop(key, None)
 
     def __contains__(self, key: object) -> bool:
         self._load()
@@ -213,9 +264,8 @@ class Session(MutableMapping[str, Any]):
     def clear(self) -> None:
         """Remove every key (the session itself lives on; see :meth:`destroy`)."""
         self._load()
-        self._deleted.update(self._data)
-        self._set.clear()
-        self._snapshots.clear()
+        for key in self._data:
+            self._remember(key)
         self._data.clear()
 
     # -- state ------------------------------------------------------------------------
@@ -233,7 +283,7 @@ class Session(MutableMapping[str, Any]):
     def is_new(self) -> bool:
         """Whether this session did not exist before this request."""
         self._load()
-        return self._is_new
+        return self._origin_expires_at is None
 
     @property
     def created_at(self) -> float:
@@ -251,24 +301,41 @@ class Session(MutableMapping[str, Any]):
 
     @property
     def modified(self) -> bool:
-        """Whether this request changed the data (in place changes included)."""
-        if not self._loaded:
+        """Whether saving now would change the stored session (in-place changes included)."""
+        if self._state is State.UNLOADED:
             return False
-        return bool(self._set or self._deleted or self._changed_in_place())
+        try:
+            return self._dirty()
+        except TypeError:
+            return True  # a value is not JSON any more: changed, and save() says why
 
-    def _changed_in_place(self) -> list[str]:
+    def _dirty(self) -> bool:
+        if self._state is State.NEW:
+            return bool(self._data) or self._user_id is not None
+        if self._sid != self._stored or self._user_id != self._stored_user:
+            return True
+        sets, deletes = self._changes()
+        return bool(sets or deletes)
+
+    def _changes(self) -> tuple[dict[str, Any], frozenset[str]]:
+        """The keys to set (with their values) and to delete, against the stored record.
+
+        :raises TypeError: naming the key, for a value that is not JSON any more.
+        """
         data = self._data
-        changed = []
-        for key, before in self._snapshots.items():
-            if key not in data:
-                continue
-            try:
-                now = _json.encode(data[key])
-            except (TypeError, ValueError):
-                now = None  # not JSON any more: changed, and save() says why
-            if now != before:
-                changed.append(key)
-        return changed
+        sets: dict[str, Any] = {}
+        deletes = []
+        for key, before in self._baseline.items():
+            if key in data:
+                value = data[key]
+                if _encode(key, value) != before:
+                    if type(value) in _MUTABLE:
+                        # Checked when set, but it may have changed in place since.
+                        _json.check_json(key, value)
+                    sets[key] = value
+            elif before is not None:
+                deletes.append(key)
+        return sets, frozenset(deletes)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -283,76 +350,68 @@ class Session(MutableMapping[str, Any]):
         """Write the session to the store now (a new session gets its ID here).
 
         Only the keys this request changed are written, merged into the record
-        as it is now in the store. If another request destroyed the session
+        as it is now in the store; a pending :meth:`regenerate` renames the
+        record in the same step. If another request destroyed the session
         meanwhile, nothing is written and the session is left empty and new:
         a logout is never undone.
+
+        :raises TypeError: naming the key, if a value changed in place is not JSON any more.
         """
         self._load()
         data = self._data
-        values: dict[str, Any] = {}
-        for key in (*self._set, *self._changed_in_place()):
-            if key in data:
-                value = data[key]
+        now = _clock.now()
+        expires_at = self._expiry(now)
+        if self._state is State.NEW:
+            for key, value in data.items():
                 if type(value) in _MUTABLE:
                     # Checked when set, but it may have changed in place since.
                     _json.check_json(key, value)
-                values[key] = value
-        now = _clock.now()
-        if self._sid is None:
-            self._sid = new_id()
-            self._exists = False
-        created_at = None if self._exists else self.created_at
-        if not self._exists:
-            # A new record: the whole data, not only what changed. The rest came
-            # from the store as JSON and is unchanged, or it would be in values.
-            values = dict(data)
-        expires_at = self._expiry(now)
-        update = Update(
-            set=values,
-            delete=frozenset(self._deleted),
-            expires_at=expires_at,
-            created_at=created_at,
-            user_id=self._user_id if self._bind_user or created_at is not None else None,
-        )
-        store = self._settings.store
-        if not store.save(store_key(self._sid), update):
+                    _encode(key, value)
+            sid = new_id()
+            update = Update(set=dict(data), expires_at=expires_at, created_at=self.created_at, user_id=self._user_id)
+            written = set(data)
+        else:
+            assert self._sid is not None and self._stored is not None
+            sid = self._sid
+            sets, deletes = self._changes()
+            update = Update(
+                set=sets,
+                delete=deletes,
+                expires_at=expires_at,
+                user_id=self._user_id if self._user_id != self._stored_user else None,
+                replaces=None if sid == self._stored else store_key(self._stored),
+            )
+            written = set(self._baseline)
+        if not self._settings.store.save(store_key(sid), update):
             security_log.warning(
                 "save of session %s dropped: it was destroyed by another request",
-                log_tag(self._sid),
+                log_tag(self._stored or sid),
                 extra={"security_event": "resurrection_attempt"},
             )
-            self._reset(stale_cookie=False)
+            self._become_new()
             return
-        self._exists = True
+        self._state = State.LIVE
+        self._sid = self._stored = sid
+        self._stored_user = self._user_id
         self._expires_at = expires_at
-        self._set.clear()
-        self._deleted.clear()
-        self._snapshots.clear()
-        self._force_save = False
-        self._cleared = False
-        self._bind_user = False
-        for dead in self._dead_ids:
-            store.destroy(store_key(dead))
-        self._dead_ids.clear()
+        # What the store now holds for every key this request wrote; a list
+        # the app still holds may change again before the request ends.
+        self._baseline = {key: _fingerprint(data[key]) if key in data else None for key in written}
 
     def regenerate(self) -> None:
-        """Give the session a new ID, keeping its data; the old ID stops working.
+        """Give the session a new ID, keeping its data and creation time; the old ID stops working.
 
         Call it when privileges change, at login above all, so an ID planted in
         the browser before login (session fixation) is worthless after it. The
-        new record is written and the old one deleted when the session is saved
-        (at the end of the request, or by :meth:`save`); :attr:`id` is the new
-        ID from now on.
+        store renames the record when the session is saved (at the end of the
+        request, or by :meth:`save`), in one atomic step: if another request
+        destroyed the session meanwhile, nothing is written under the new ID.
+        :attr:`created_at`, and so ``absolute_timeout``, carries over. A session
+        with no record yet has no ID to replace: it gets one when saved.
         """
         self._load()
-        if self._sid is not None and self._exists:
-            self._dead_ids.append(self._sid)
-        self._sid = new_id()
-        self._exists = False
-        self._created_at = _clock.now()
-        self._expires_at = None
-        self._force_save = True
-        self._resign = False
+        if self._state is State.LIVE:
+            self._sid = new_id()
 
     def destroy(self) -> None:
         """Delete the session from the store now, clear its data and expire the cookie.
@@ -362,64 +421,47 @@ class Session(MutableMapping[str, Any]):
         logout, say).
         """
         self.accessed = True
-        store = self._settings.store
-        for dead in (*self._dead_ids, *([self._sid] if self._sid is not None else [])):
-            store.destroy(store_key(dead))
-        self._reset(stale_cookie=False)
-        self._cleared = True
-
-    def _reset(self, *, stale_cookie: bool) -> None:
-        self._loaded = True
-        self._sid = None
-        self._exists = False
-        self._is_new = True
-        self._data = {}
-        self._set.clear()
-        self._deleted.clear()
-        self._snapshots.clear()
-        self._dead_ids.clear()
-        self._created_at = None
-        self._expires_at = None
-        self._force_save = False
-        self._touched = False
-        self._resign = False
-        self._stale_cookie = stale_cookie
-        self._user_id = None
-        self._bind_user = False
+        doomed = self._stored if self._state is State.LIVE else self._sid
+        if self._state is not State.NEW and doomed is not None:
+            self._settings.store.destroy(store_key(doomed))
+        self._become_new()
 
     def reload(self) -> None:
-        """Discard this request's unsaved changes and read the session again from the store."""
-        self._loaded = False
-        self._set.clear()
-        self._deleted.clear()
-        self._snapshots.clear()
-        self._load()
+        """Discard this request's unsaved changes (a pending :meth:`regenerate` too) and read the session again."""
+        self.accessed = True
+        if self._state is State.UNLOADED:
+            return  # nothing read, nothing changed: the next use reads it
+        if self._state is State.LIVE:
+            self._read(self._stored)
+        else:
+            self._become_new()
 
     def touch(self) -> None:
         """Refresh the session's expiry now, without rewriting its data.
 
         Skipped when the expiry would move by less than 1 % of the session's
         lifetime (at most a minute): a ``rolling`` session is then written at
-        most about once a minute, not on every request.
+        most about once a minute, not on every request. A session waiting for
+        the rename of :meth:`regenerate` gets its expiry when it is saved.
         """
         self._load()
-        if self._sid is None or not self._exists:
+        if self._state is not State.LIVE or self._sid != self._stored:
             return
+        assert self._stored is not None
         expires_at = self._expiry(_clock.now())
         if self._expires_at is not None and 0 <= expires_at - self._expires_at < expiry_slack(self._settings.ttl):
             # Refreshed moments ago: a write (on every request of a rolling
             # session) would move the expiry by less than the slack.
             return
-        if self._settings.store.touch(store_key(self._sid), expires_at):
+        if self._settings.store.touch(store_key(self._stored), expires_at):
             self._expires_at = expires_at
-            self._touched = True
         else:
             security_log.info(
                 "touch of session %s found it gone",
-                log_tag(self._sid),
+                log_tag(self._stored),
                 extra={"security_event": "resurrection_attempt"},
             )
-            self._reset(stale_cookie=True)
+            self._become_new()
 
     # -- users ---------------------------------------------------------------------------
 
@@ -446,7 +488,6 @@ class Session(MutableMapping[str, Any]):
             raise TypeError("login() takes a user ID of Unicode text (no lone surrogates)") from None
         self.regenerate()
         self._user_id = user_id
-        self._bind_user = True
         self.new_csrf_token()
         if self._user_agent:
             self[USER_AGENT_KEY] = self._user_agent[:_MAX_USER_AGENT]
@@ -461,8 +502,8 @@ class Session(MutableMapping[str, Any]):
         self._load()
         if self._user_id is None:
             return []
-        mine = store_key(self._sid) if self._sid is not None else None
-        return [(key, record) for key, record in self._user_index().sessions_of(self._user_id) if key != mine]
+        mine = {store_key(sid) for sid in (self._sid, self._stored) if sid is not None}
+        return [(key, record) for key, record in self._user_index().sessions_of(self._user_id) if key not in mine]
 
     def other_sessions(self) -> list[SessionInfo]:
         """The same user's other live sessions (other browsers and devices), oldest first.
@@ -549,27 +590,49 @@ class Session(MutableMapping[str, Any]):
             return False
         return hmac.compare_digest(expected.encode("utf-8"), token.encode("utf-8", "surrogateescape"))
 
-    # -- end of request (called by the middleware) ------------------------------------------
+    # -- end of request ------------------------------------------------------------------------
 
-    def _commit(self, *, rolling: bool, save_uninitialized: bool) -> str | None:
-        """Persist what the request did; return ``"set"``, ``"delete"`` or ``None`` for the cookie."""
-        if not self._loaded:
-            if not (self._sid is not None and (rolling or self._resign)) and not save_uninitialized:
-                return None
+    def commit(self) -> CookieAction:
+        """Persist what the request did and say what the response must do with the cookie.
+
+        The middleware calls this once, before the response headers go out. It
+        saves a modified session (or a new one, with ``save_uninitialized``),
+        refreshes a ``rolling`` one, and reads the store only if one of those
+        needs it.
+        """
+        settings = self._settings
+        if self._state is State.UNLOADED:
+            if not (settings.rolling or settings.save_uninitialized):
+                return CookieAction.NONE
             accessed = self.accessed
             self._load()
             self.accessed = accessed
-        if self.modified or self._force_save or (save_uninitialized and not self._exists):
+        if self._dirty() or (settings.save_uninitialized and self._state is State.NEW):
             self.save()
-            return "set" if self._exists else None
-        if self._exists and (rolling or self._touched):
-            if not self._touched:
-                self.touch()
-            if not self._exists:
-                return "delete"
-            return "set" if self._touched else None
-        if self._exists and self._resign:
-            return "set"
-        if self._cleared or self._stale_cookie:
-            return "delete"
-        return None
+        elif settings.rolling and self._state is State.LIVE:
+            self.touch()
+        return self.cookie_action()
+
+    def cookie_action(self) -> CookieAction:
+        """What the browser's cookie needs now: a new ID or expiry to send, a dead ID to expire, or nothing."""
+        if self._state is State.LIVE:
+            if self._sid != self._incoming or self._expires_at != self._origin_expires_at:
+                return CookieAction.SET
+            return CookieAction.NONE
+        if self._state is State.NEW and self._incoming is not None:
+            return CookieAction.DELETE
+        return CookieAction.NONE
+
+
+# What a value is compared by, to tell a change: JSON text with sorted object
+# keys, so 1, 1.0 and True differ but {"a": 1, "b": 2} and {"b": 2, "a": 1} do not.
+_fingerprint = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=True).encode
+
+
+def _encode(key: str, value: Any) -> str:
+    """*value*'s fingerprint; :class:`TypeError` naming *key* if it is not JSON data."""
+    try:
+        return _fingerprint(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        _json.check_json(key, value)  # names the problem, where it can
+        raise TypeError(f"session[{key!r}] is not JSON data: {type(exc).__name__}") from None
