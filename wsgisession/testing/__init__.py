@@ -15,5 +15,6 @@ from __future__ import annotations
 
 from .contract import Clock as Clock
 from .contract import StoreContract as StoreContract
+from .lifecycle import SessionLifecycle as SessionLifecycle
 
-__all__ = ["Clock", "StoreContract"]
+__all__ = ["Clock", "SessionLifecycle", "StoreContract"]
