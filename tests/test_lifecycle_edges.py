@@ -364,3 +364,51 @@ def test_putting_a_new_secret_first_on_one_host_logs_users_out_on_the_others(
     new_host = host(secret=[NEW_SECRET, OLD_SECRET])
     browser.request(new_host)  # re-signed with the new secret
     assert browser.request(old_host).session.user_id is None
+
+
+# -- 6. one rule for values: refused when set, or when saved if changed in place ------------
+
+
+def deep(levels: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "grow",
+    [
+        pytest.param(lambda cart: cart.append(deep(10_000)), id="10000-levels-deep"),
+        pytest.param(lambda cart: cart.append(10**5000), id="5000-digit-int"),
+        pytest.param(lambda cart: cart.append({1, 2}), id="a-set"),
+        pytest.param(lambda cart: cart.append(float("nan")), id="nan"),
+        pytest.param(lambda cart: cart.append((1, 2)), id="a-tuple"),
+    ],
+)
+def test_a_value_grown_in_place_past_json_is_a_type_error_naming_the_key_at_save(
+    host: Callable[..., SessionMiddleware], every_store: Store, grow: Callable[[list[Any]], None]
+) -> None:
+    app = host()
+    browser = Browser()
+    browser.request(app, lambda s: s.__setitem__("cart", ["book"]))
+    flight = browser.begin(app)
+    grow(flight.session["cart"])
+    with pytest.raises(TypeError, match="'cart'"):
+        flight.session.save()
+    assert browser.request(app).session["cart"] == ["book"], "the stored data is untouched"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(deep(100), id="100-levels-deep"),
+        pytest.param(10**5000, id="5000-digit-int"),
+        pytest.param([10**5000], id="5000-digit-int-in-a-list"),
+    ],
+)
+def test_a_value_past_json_is_refused_when_set(host: Callable[..., SessionMiddleware], value: Any) -> None:
+    flight = Browser().begin(host())
+    with pytest.raises(TypeError, match="'cart'"):
+        flight.session["cart"] = value
+    assert "cart" not in flight.session

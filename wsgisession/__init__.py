@@ -11,8 +11,10 @@ from .errors import StoreUnavailableError as StoreUnavailableError
 from .errors import WSGISessionError as WSGISessionError
 from .middleware import SessionMiddleware as SessionMiddleware
 from .middleware import get_session as get_session
+from .session import CookieAction as CookieAction
 from .session import Session as Session
 from .session import SessionInfo as SessionInfo
+from .session import State as State
 from .signing import Secret as Secret
 from .signing import Signer as Signer
 from .stores import MemoryStore as MemoryStore
