@@ -78,6 +78,8 @@ class _Incoming(NamedTuple):
 
 
 _NO_COOKIE = _Incoming(None, None, False)
+# Looked up once: an Enum attribute lookup is slow on the per-request path.
+_NO_ACTION, _SET = CookieAction.NONE, CookieAction.SET
 
 
 def get_session(environ: WSGIEnvironment) -> Session:
@@ -384,16 +386,16 @@ class SessionMiddleware:
             if exc_info is None and not status.startswith("5"):
                 try:
                     action = session.commit()
-                    if action is CookieAction.NONE and incoming.resign and session.id == incoming.session_id:
+                    if action is _NO_ACTION and incoming.resign and session.id == incoming.session_id:
                         # Signed by an older secret and still live: sign it with the current one.
-                        action = CookieAction.SET
+                        action = _SET
                 except StoreError:
                     log.exception("session not saved: the store failed")
                     raise
                 except TypeError:
                     log.exception("session not saved: it holds data that is not JSON")
                     raise
-                if action is not CookieAction.NONE or session.accessed:
+                if action is not _NO_ACTION or session.accessed:
                     headers = self._response_headers(headers, session, action, environ, incoming)
             elif session.accessed:
                 headers = _add_vary_cookie(list(headers))
@@ -412,9 +414,9 @@ class SessionMiddleware:
         incoming: _Incoming,
     ) -> list[tuple[str, str]]:
         headers = _add_vary_cookie(list(headers))
-        if action is CookieAction.NONE:
+        if action is _NO_ACTION:
             return headers
-        if action is CookieAction.SET:
+        if action is _SET:
             headers.append(("Set-Cookie", self._set_cookie(session, environ, incoming)))
         else:
             headers.append(("Set-Cookie", self._delete_cookie(environ)))

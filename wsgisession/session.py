@@ -96,6 +96,12 @@ class CookieAction(enum.Enum):
     DELETE = "delete"
 
 
+# Module-level names for the members: an Enum attribute lookup costs more than
+# the rest of a read-only request's state checks together.
+_UNLOADED, _NEW, _LIVE = State.UNLOADED, State.NEW, State.LIVE
+_NO_ACTION, _SET, _DELETE = CookieAction.NONE, CookieAction.SET, CookieAction.DELETE
+
+
 class Session(MutableMapping[str, Any]):
     """One browser's session: a mapping of JSON data with a lifecycle (see :class:`State`).
 
@@ -138,7 +144,7 @@ class Session(MutableMapping[str, Any]):
         self._settings = settings
         #: The ID the browser's cookie carries (verified), or None.
         self._incoming = session_id
-        self._state = State.NEW if session_id is None else State.UNLOADED
+        self._state = _NEW if session_id is None else _UNLOADED
         #: The ID the session has now: what the cookie will carry.
         self._sid = session_id
         #: The ID the store holds the record under (LIVE only); differs from
@@ -147,7 +153,7 @@ class Session(MutableMapping[str, Any]):
         self._data: dict[str, Any] = {}
         #: For each key this request touched: its value as JSON text as the
         #: store has it (None: absent). A key is changed when it differs.
-        self._baseline: dict[str, str | None] = {}
+        self._baseline: dict[str, object] = {}
         self._created_at: float | None = None
         self._expires_at: float | None = None
         #: The expiry of the record this request found (None: it found none).
@@ -170,7 +176,7 @@ class Session(MutableMapping[str, Any]):
 
     def _load(self) -> None:
         self.accessed = True
-        if self._state is State.UNLOADED:
+        if self._state is _UNLOADED:
             self._read(self._sid)
 
     def _read(self, session_id: str | None) -> None:
@@ -198,7 +204,7 @@ class Session(MutableMapping[str, Any]):
             )
             self._become_new()
             return
-        self._state = State.LIVE
+        self._state = _LIVE
         self._sid = self._stored = session_id
         self._data = record.data
         self._baseline = {}
@@ -208,7 +214,7 @@ class Session(MutableMapping[str, Any]):
 
     def _become_new(self) -> None:
         """No record any more (or never): an empty session that gets a new ID if saved."""
-        self._state = State.NEW
+        self._state = _NEW
         self._sid = self._stored = None
         self._data = {}
         self._baseline = {}
@@ -219,15 +225,15 @@ class Session(MutableMapping[str, Any]):
 
     def _remember(self, key: str) -> None:
         """Keep how *key* looks in the store before this request changes it."""
-        if key not in self._baseline and self._state is State.LIVE:
+        if key not in self._baseline and self._state is _LIVE:
             data = self._data
             if key not in data:
                 self._baseline[key] = None
                 return
             try:
-                self._baseline[key] = _fingerprint(data[key])
-            except (ValueError, RecursionError):
-                self._baseline[key] = ""  # unlike any JSON text: whatever is set is a change
+                self._baseline[key] = _snapshot(key, data[key])
+            except TypeError:
+                self._baseline[key] = _UNLIKE  # read back but not writable: whatever is set is a change
 
     def __getitem__(self, key: str) -> Any:
         self._load()
@@ -302,7 +308,7 @@ class Session(MutableMapping[str, Any]):
     @property
     def modified(self) -> bool:
         """Whether saving now would change the stored session (in-place changes included)."""
-        if self._state is State.UNLOADED:
+        if self._state is _UNLOADED:
             return False
         try:
             return self._dirty()
@@ -310,12 +316,12 @@ class Session(MutableMapping[str, Any]):
             return True  # a value is not JSON any more: changed, and save() says why
 
     def _dirty(self) -> bool:
-        if self._state is State.NEW:
+        if self._state is _NEW:
             return bool(self._data) or self._user_id is not None
-        if self._sid != self._stored or self._user_id != self._stored_user:
-            return True
-        sets, deletes = self._changes()
-        return bool(sets or deletes)
+        return self._dirty_live(self._changes())
+
+    def _dirty_live(self, changes: tuple[dict[str, Any], frozenset[str]]) -> bool:
+        return bool(changes[0] or changes[1]) or self._sid != self._stored or self._user_id != self._stored_user
 
     def _changes(self) -> tuple[dict[str, Any], frozenset[str]]:
         """The keys to set (with their values) and to delete, against the stored record.
@@ -328,7 +334,7 @@ class Session(MutableMapping[str, Any]):
         for key, before in self._baseline.items():
             if key in data:
                 value = data[key]
-                if _encode(key, value) != before:
+                if _snapshot(key, value) != before:
                     if type(value) in _MUTABLE:
                         # Checked when set, but it may have changed in place since.
                         _json.check_json(key, value)
@@ -358,22 +364,26 @@ class Session(MutableMapping[str, Any]):
         :raises TypeError: naming the key, if a value changed in place is not JSON any more.
         """
         self._load()
+        self._write(self._changes() if self._state is _LIVE else None)
+
+    def _write(self, changes: tuple[dict[str, Any], frozenset[str]] | None) -> None:
+        """Save: create a NEW session, or apply *changes* (and a pending rename) to a LIVE one."""
         data = self._data
         now = _clock.now()
         expires_at = self._expiry(now)
-        if self._state is State.NEW:
+        if self._state is _NEW:
             for key, value in data.items():
                 if type(value) in _MUTABLE:
                     # Checked when set, but it may have changed in place since.
                     _json.check_json(key, value)
-                    _encode(key, value)
+                    _snapshot(key, value)
             sid = new_id()
             update = Update(set=dict(data), expires_at=expires_at, created_at=self.created_at, user_id=self._user_id)
             written = set(data)
         else:
-            assert self._sid is not None and self._stored is not None
+            assert self._sid is not None and self._stored is not None and changes is not None
             sid = self._sid
-            sets, deletes = self._changes()
+            sets, deletes = changes
             update = Update(
                 set=sets,
                 delete=deletes,
@@ -390,13 +400,14 @@ class Session(MutableMapping[str, Any]):
             )
             self._become_new()
             return
-        self._state = State.LIVE
+        self._state = _LIVE
         self._sid = self._stored = sid
         self._stored_user = self._user_id
         self._expires_at = expires_at
-        # What the store now holds for every key this request wrote; a list
-        # the app still holds may change again before the request ends.
-        self._baseline = {key: _fingerprint(data[key]) if key in data else None for key in written}
+        # The store now holds what data holds. A list or dict the app still
+        # holds may change in place before the request ends: remember how it
+        # looks. Any other key is remembered when it is next set or deleted.
+        self._baseline = {key: _snapshot(key, data[key]) for key in written if type(data.get(key)) in _MUTABLE}
 
     def regenerate(self) -> None:
         """Give the session a new ID, keeping its data and creation time; the old ID stops working.
@@ -410,7 +421,7 @@ class Session(MutableMapping[str, Any]):
         with no record yet has no ID to replace: it gets one when saved.
         """
         self._load()
-        if self._state is State.LIVE:
+        if self._state is _LIVE:
             self._sid = new_id()
 
     def destroy(self) -> None:
@@ -421,17 +432,17 @@ class Session(MutableMapping[str, Any]):
         logout, say).
         """
         self.accessed = True
-        doomed = self._stored if self._state is State.LIVE else self._sid
-        if self._state is not State.NEW and doomed is not None:
+        doomed = self._stored if self._state is _LIVE else self._sid
+        if self._state is not _NEW and doomed is not None:
             self._settings.store.destroy(store_key(doomed))
         self._become_new()
 
     def reload(self) -> None:
         """Discard this request's unsaved changes (a pending :meth:`regenerate` too) and read the session again."""
         self.accessed = True
-        if self._state is State.UNLOADED:
+        if self._state is _UNLOADED:
             return  # nothing read, nothing changed: the next use reads it
-        if self._state is State.LIVE:
+        if self._state is _LIVE:
             self._read(self._stored)
         else:
             self._become_new()
@@ -445,7 +456,7 @@ class Session(MutableMapping[str, Any]):
         the rename of :meth:`regenerate` gets its expiry when it is saved.
         """
         self._load()
-        if self._state is not State.LIVE or self._sid != self._stored:
+        if self._state is not _LIVE or self._sid != self._stored:
             return
         assert self._stored is not None
         expires_at = self._expiry(_clock.now())
@@ -601,36 +612,50 @@ class Session(MutableMapping[str, Any]):
         needs it.
         """
         settings = self._settings
-        if self._state is State.UNLOADED:
+        if self._state is _UNLOADED:
             if not (settings.rolling or settings.save_uninitialized):
-                return CookieAction.NONE
+                return _NO_ACTION
             accessed = self.accessed
             self._load()
             self.accessed = accessed
-        if self._dirty() or (settings.save_uninitialized and self._state is State.NEW):
-            self.save()
-        elif settings.rolling and self._state is State.LIVE:
-            self.touch()
+        if self._state is _LIVE:
+            changes = self._changes()
+            if self._dirty_live(changes):
+                self._write(changes)
+            elif settings.rolling:
+                self.touch()
+        elif self._data or self._user_id is not None or settings.save_uninitialized:
+            self._write(None)
         return self.cookie_action()
 
     def cookie_action(self) -> CookieAction:
         """What the browser's cookie needs now: a new ID or expiry to send, a dead ID to expire, or nothing."""
-        if self._state is State.LIVE:
+        if self._state is _LIVE:
             if self._sid != self._incoming or self._expires_at != self._origin_expires_at:
-                return CookieAction.SET
-            return CookieAction.NONE
-        if self._state is State.NEW and self._incoming is not None:
-            return CookieAction.DELETE
-        return CookieAction.NONE
+                return _SET
+            return _NO_ACTION
+        if self._state is _NEW and self._incoming is not None:
+            return _DELETE
+        return _NO_ACTION
 
 
-# What a value is compared by, to tell a change: JSON text with sorted object
-# keys, so 1, 1.0 and True differ but {"a": 1, "b": 2} and {"b": 2, "a": 1} do not.
+# A list or dict is compared by its JSON text with sorted object keys, so
+# {"a": 1, "b": 2} and {"b": 2, "a": 1} are equal but [1] and [True] are not.
 _fingerprint = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=True).encode
+#: A snapshot equal to no other: a stored value that cannot be written back.
+_UNLIKE = object()
 
 
-def _encode(key: str, value: Any) -> str:
-    """*value*'s fingerprint; :class:`TypeError` naming *key* if it is not JSON data."""
+def _snapshot(key: str, value: Any) -> object:
+    """What *value* is compared by to tell a change, as JSON sees it: 1, 1.0 and True all differ.
+
+    :raises TypeError: naming *key*, if *value* is not JSON data.
+    """
+    cls = type(value)
+    if cls is float:
+        return (cls, value.hex())  # -0.0 is not 0.0 either
+    if cls not in _MUTABLE:
+        return (cls, value)  # str, int, bool, None: checked when set, and immutable
     try:
         return _fingerprint(value)
     except (TypeError, ValueError, RecursionError) as exc:

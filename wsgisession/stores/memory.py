@@ -87,7 +87,7 @@ class MemoryStore:
             raise ValueError("not a store key")
         source = key if update.replaces is None else update.replaces
         with self._lock:
-            entry = self._records.get(source) if valid_key(source) else None
+            entry = self._records.get(source) if source is key or valid_key(source) else None
             current = self._record(entry) if entry is not None and entry.expires_at > _clock.now() else None
             if current is not None:
                 data, created_at, user_id = current.data, current.created_at, current.user_id
