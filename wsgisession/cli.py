@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from . import __version__
@@ -22,7 +22,7 @@ from .errors import ConfigurationError, StoreError, StoreTimeoutError, StoreUnav
 from .ids import new_id, store_key
 from .session import USER_AGENT_KEY
 from .stores import from_url
-from .stores.base import Store, UserIndex
+from .stores.base import BatchedPrune, Countable, ProcessLocal, Store, UserIndex
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -125,10 +125,7 @@ def _index(store: Store) -> UserIndex:
 
 
 def _prune(store: Store, args: argparse.Namespace, out: TextIO) -> int:
-    batches: Iterator[int] | None = None
-    prune_batches = getattr(store, "prune_batches", None)
-    if prune_batches is not None:
-        batches = prune_batches(args.batch_size)
+    batches = store.prune_batches(args.batch_size) if isinstance(store, BatchedPrune) else None
     removed = 0
     if batches is None:
         removed = store.prune()
@@ -147,7 +144,9 @@ def _prune(store: Store, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _count(store: Store, args: argparse.Namespace, out: TextIO) -> int:
-    print(_index(store).count(), file=out)
+    if not isinstance(store, Countable):
+        raise _Fail(f"{type(store).__name__} cannot count its sessions", EXIT_USAGE)
+    print(store.count(), file=out)
     return EXIT_OK
 
 
@@ -193,9 +192,9 @@ def _check(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     started = time.monotonic()
     store.load(store_key(new_id()))
     report(True, f"store reachable: {store!r} ({(time.monotonic() - started) * 1000:.1f} ms)")
-    if isinstance(store, UserIndex):
+    if isinstance(store, Countable):
         report(True, f"schema present: {store.count()} live session(s)")
-    if getattr(store, "single_process", False):
+    if isinstance(store, ProcessLocal):
         report(False, f"{type(store).__name__} keeps sessions in one process: not for production")
 
     secret = os.environ.get(args.secret_env, "")

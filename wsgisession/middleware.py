@@ -18,7 +18,7 @@ from .observe import InstrumentedStore, Metrics, Pruner
 from .session import DEFAULT_TTL, CookieAction, Session, SessionSettings
 from .signing import Secret, SecretLike, Signer
 from .stores import from_url
-from .stores.base import Store
+from .stores.base import ProcessLocal, Store
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -362,11 +362,7 @@ class SessionMiddleware:
         return cookie + "; Secure" if self._is_secure(environ) else cookie
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if (
-            not self._warned_multiprocess
-            and environ.get("wsgi.multiprocess")
-            and getattr(self.store, "single_process", False)
-        ):
+        if not self._warned_multiprocess and environ.get("wsgi.multiprocess") and isinstance(self.store, ProcessLocal):
             self._warned_multiprocess = True
             warnings.warn(
                 f"{type(self.store).__name__} keeps sessions in one process, but this server runs several: "

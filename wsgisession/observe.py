@@ -30,11 +30,11 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from .errors import StoreError
-from .stores.base import Record, Store, Update
+from .stores.base import BatchedPrune, Countable, IndexSized, ProcessLocal, Record, Store, Update, UserIndex
 
 log = logging.getLogger("wsgisession")
 
@@ -57,9 +57,24 @@ class Metrics(Protocol):
 class InstrumentedStore:
     """A store that reports every call's outcome and latency to a :class:`Metrics`.
 
-    Anything else the wrapped store offers (``sessions_of``, ``count``...)
-    passes through unchanged.
+    It offers exactly the capabilities of the store it wraps (``UserIndex``,
+    ``Countable``, ``BatchedPrune``, ``IndexSized``, ``ProcessLocal``), each
+    instrumented: ``InstrumentedStore(store, metrics)`` makes an instance of
+    the subclass that declares them.
     """
+
+    _classes: dict[frozenset[type], type[InstrumentedStore]] = {}
+
+    def __new__(cls, store: Store, metrics: Metrics) -> InstrumentedStore:
+        if cls is not InstrumentedStore:
+            return super().__new__(cls)
+        mixins = frozenset(mixin for protocol, mixin in _CAPABILITIES if isinstance(store, protocol))
+        made = InstrumentedStore._classes.get(mixins)
+        if made is None:
+            bases = tuple(mixin for _, mixin in _CAPABILITIES if mixin in mixins)
+            made = type("InstrumentedStore", (*bases, InstrumentedStore), {"__slots__": ()})
+            InstrumentedStore._classes[mixins] = made
+        return super().__new__(made)
 
     def __init__(self, store: Store, metrics: Metrics) -> None:
         self.inner = store
@@ -67,9 +82,6 @@ class InstrumentedStore:
 
     def __repr__(self) -> str:
         return f"<instrumented {self.inner!r}>"
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
     def _timed(self, operation: str, call: Callable[[], T]) -> T:
         started = time.perf_counter()
@@ -115,6 +127,60 @@ class InstrumentedStore:
 
     def close(self) -> None:
         self.inner.close()
+
+
+class _UserIndexCalls:
+    inner: Any
+    _timed: Callable[..., Any]
+
+    def sessions_of(self, user_id: str) -> list[tuple[str, Record]]:
+        found: list[tuple[str, Record]] = self._timed("sessions_of", lambda: self.inner.sessions_of(user_id))
+        return found
+
+    def destroy_user(self, user_id: str) -> int:
+        ended: int = self._timed("destroy_user", lambda: self.inner.destroy_user(user_id))
+        return ended
+
+
+class _CountCalls:
+    inner: Any
+    _timed: Callable[..., Any]
+
+    def count(self) -> int:
+        counted: int = self._timed("count", self.inner.count)
+        return counted
+
+
+class _BatchedPruneCalls:
+    inner: Any
+    metrics: Metrics
+    _report: Callable[..., None]
+
+    def prune_batches(self, batch_size: int = 1000) -> Iterator[int]:
+        for removed in self.inner.prune_batches(batch_size):
+            self._report(self.metrics.increment, "prune.removed", removed)
+            yield removed
+
+
+class _IndexSizeCalls:
+    inner: Any
+
+    def index_size(self) -> int:
+        size: int = self.inner.index_size()
+        return size
+
+
+class _ProcessLocal:
+    process_local: Literal[True] = True
+
+
+_CAPABILITIES: tuple[tuple[type, type], ...] = (
+    (UserIndex, _UserIndexCalls),
+    (Countable, _CountCalls),
+    (BatchedPrune, _BatchedPruneCalls),
+    (IndexSized, _IndexSizeCalls),
+    (ProcessLocal, _ProcessLocal),
+)
 
 
 class Pruner:
@@ -166,16 +232,11 @@ class Pruner:
     def run_once(self) -> int:
         """One bounded prune; return how many sessions it removed."""
         self.runs += 1
-        store = getattr(self.store, "inner", self.store)
-        prune_batches = getattr(store, "prune_batches", None)
-        if prune_batches is None:
+        if not isinstance(self.store, BatchedPrune):
             return self.store.prune()
         removed = 0
-        for done, count in enumerate(prune_batches(self.batch_size), start=1):
+        for done, count in enumerate(self.store.prune_batches(self.batch_size), start=1):
             removed += count
             if done >= self.max_batches:
                 break
-        metrics = getattr(self.store, "metrics", None)
-        if metrics is not None:
-            InstrumentedStore._report(metrics.increment, "prune.removed", removed)
         return removed

@@ -32,10 +32,16 @@ checks:
 from __future__ import annotations
 
 import logging
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
+from urllib.parse import parse_qsl, urlsplit
+
+from .. import _clock, _json
+from ..errors import ConfigurationError, StoreError
 
 _KEY = re.compile(r"[0-9a-f]{64}")
 security_log = logging.getLogger("wsgisession.security")
@@ -119,6 +125,9 @@ class Store(Protocol):
         ...
 
 
+# -- optional capabilities: declared protocols, checked with isinstance -------------------
+
+
 @runtime_checkable
 class UserIndex(Protocol):
     """A store that can find a user's sessions without scanning them all.
@@ -136,9 +145,210 @@ class UserIndex(Protocol):
         """Delete every record bound to *user_id*; return how many live ones there were."""
         ...
 
+
+@runtime_checkable
+class Countable(Protocol):
+    """A store that can say how many live sessions it holds (``wsgisession count``)."""
+
     def count(self) -> int:
         """How many live records the store holds."""
         ...
+
+
+@runtime_checkable
+class BatchedPrune(Protocol):
+    """A store that prunes in bounded batches, so a large prune never holds it for long."""
+
+    def prune_batches(self, batch_size: int = 1000) -> Iterator[int]:
+        """Delete expired records *batch_size* at a time, yielding how many each batch deleted."""
+        ...
+
+
+@runtime_checkable
+class IndexSized(Protocol):
+    """A store that can say how many entries its user index holds (tests and diagnostics)."""
+
+    def index_size(self) -> int:
+        """How many (user, session) entries the user index holds."""
+        ...
+
+
+@runtime_checkable
+class ProcessLocal(Protocol):
+    """A store whose sessions live in one process (``MemoryStore``): not for a multi-process server."""
+
+    process_local: Literal[True]
+
+
+# -- the shared base ------------------------------------------------------------------------
+
+
+class StoreBase:
+    """The public :class:`Store` methods, written once; a backend writes the primitives.
+
+    :meth:`load`, :meth:`save`, :meth:`touch`, :meth:`destroy` and
+    :meth:`prune` check the key (a hostile one is absent, or ``ValueError``
+    for ``save``), read the clock, turn the driver's own exceptions (the
+    :attr:`failures` tuple) into :class:`~wsgisession.errors.StoreError` via
+    :meth:`_failure`, decode records (a corrupt one is absent and logged once,
+    as a security event) and log a dropped save. A backend implements:
+
+    * ``_read(key, now)``: the live record as ``(data, created_at, expires_at,
+      user_id)`` or ``None``; *data* is JSON text (str or bytes) of an object,
+      or a mapping of top-level names to JSON text (one field per key).
+    * ``_write(key, update, now) -> bool``: apply the update atomically: merge
+      into the live record, create (``created_at``), rename (``replaces``,
+      already checked to be a valid key), or return ``False`` ("destroy wins").
+    * ``_touch(key, expires_at, now) -> bool``, ``_delete(key)``,
+      ``_prune(now) -> int`` and ``_close()``.
+
+    :param clock: the time in epoch seconds; by default :func:`wsgisession._clock.now`
+        (read at each call, so a test may move it).
+    """
+
+    #: The driver's exceptions that mean "the store failed" (mapped by :meth:`_failure`).
+    failures: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, *, clock: Callable[[], float] | None = None) -> None:
+        self._clock = clock
+
+    def now(self) -> float:
+        """The store's clock."""
+        return self._clock() if self._clock is not None else _clock.now()
+
+    def _failure(self, action: str, exc: BaseException) -> StoreError:
+        """The :class:`StoreError` for a driver exception raised by *action*: say which store and what failed."""
+        return StoreError(f"{self!r}: {action} failed: {type(exc).__name__}: {exc}")
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except StoreError:
+            raise
+        except self.failures as exc:
+            raise self._failure(action, exc) from exc
+
+    def decode(self, data: object, created_at: float, expires_at: float, user_id: str | None) -> Record | None:
+        """The record these stored parts make, or ``None`` (logged once) if they are not ours to read."""
+        try:
+            if isinstance(data, Mapping):
+                values = {str(name): _json.decode(text) for name, text in data.items()}
+            else:
+                values = _json.decode(data)  # type: ignore[arg-type]
+                if type(values) is not dict:
+                    raise ValueError("not a JSON object")
+            created_at, expires_at = float(created_at), float(expires_at)
+            if not (math.isfinite(created_at) and math.isfinite(expires_at)):
+                raise ValueError("times not finite")
+            if user_id is not None and type(user_id) is not str:
+                raise ValueError("user not text")
+        except (ValueError, TypeError, UnicodeDecodeError):
+            security_log.warning(
+                "corrupt session record in %r treated as absent", self, extra={"security_event": "corrupt_record"}
+            )
+            return None
+        return Record(values, created_at, expires_at, user_id)
+
+    # -- the Store protocol ---------------------------------------------------------------
+
+    def load(self, key: str) -> Record | None:
+        """Return the live record for *key*, or ``None`` if missing, expired or unreadable."""
+        if not valid_key(key):
+            return None
+        now = self.now()
+        with self._errors("load"):
+            found = self._read(key, now)
+        if found is None:
+            return None
+        record = self.decode(*found)
+        return record if record is not None and record.expires_at > now else None
+
+    def save(self, key: str, update: Update) -> bool:
+        """Apply *update* atomically; return ``False`` if the record was gone and nothing was written."""
+        if not valid_key(key):
+            raise ValueError("not a store key")
+        if update.user_id is not None:
+            user_bytes(update.user_id)
+        written = False
+        if update.replaces is None or valid_key(update.replaces):
+            with self._errors("save"):
+                written = self._write(key, update, self.now())
+        if not written:
+            log.info("save dropped: the session was destroyed or expired meanwhile")
+        return written
+
+    def touch(self, key: str, expires_at: float) -> bool:
+        """Set a live record's expiry without rewriting its data; ``False`` if it is gone."""
+        if not valid_key(key):
+            return False
+        with self._errors("touch"):
+            return self._touch(key, float(expires_at), self.now())
+
+    def destroy(self, key: str) -> None:
+        """Delete the record for *key* (no error if it does not exist)."""
+        if valid_key(key):
+            with self._errors("destroy"):
+                self._delete(key)
+
+    def prune(self) -> int:
+        """Delete every expired record; return how many were deleted."""
+        with self._errors("prune"):
+            return self._prune(self.now())
+
+    def close(self) -> None:
+        """Release connections and files. The store may not be used afterwards."""
+        self._close()
+
+    # -- what a backend writes ----------------------------------------------------------------
+
+    def _read(self, key: str, now: float) -> tuple[object, float, float, str | None] | None:
+        raise NotImplementedError
+
+    def _write(self, key: str, update: Update, now: float) -> bool:
+        raise NotImplementedError
+
+    def _touch(self, key: str, expires_at: float, now: float) -> bool:
+        raise NotImplementedError
+
+    def _delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    def _prune(self, now: float) -> int:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        pass
+
+
+def query_options(url: str, allowed: Mapping[str, Callable[[str], object]]) -> dict[str, object]:
+    """The options in *url*'s query string, each converted by its function in *allowed*.
+
+    :raises ConfigurationError: an option not in *allowed*, given twice, or that its function refuses.
+    """
+    options: dict[str, object] = {}
+    for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True, strict_parsing=False):
+        if name not in allowed:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise ConfigurationError(f"unknown store URL option {name!r} (known: {known})")
+        if name in options:
+            raise ConfigurationError(f"store URL option {name!r} given twice")
+        try:
+            options[name] = allowed[name](value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"store URL option {name}={value!r}: {exc}") from None
+    return options
+
+
+def positive_seconds(value: object, name: str = "value") -> float:
+    """*value* as a positive, finite number of seconds. :raises ConfigurationError: otherwise."""
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if isinstance(value, bool) or not (0 < seconds < math.inf):
+        raise ConfigurationError(f"{name} must be a positive number of seconds, not {value!r}")
+    return seconds
 
 
 def expiry_slack(ttl: float) -> float:

@@ -257,8 +257,6 @@ class FileStore:
     locks and ``fsync`` guarantees vary, so use SQLite or a server store there.
     """
 
-    single_process = False
-
     def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 10.0) -> None:
         if type(lock_timeout) not in (int, float) or not math.isfinite(lock_timeout) or lock_timeout < 0:
             raise ConfigurationError(f"FileStore lock_timeout must be a number of seconds >= 0, not {lock_timeout!r}")

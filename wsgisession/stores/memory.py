@@ -6,10 +6,11 @@ import heapq
 import os
 import threading
 import warnings
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Literal, NamedTuple
 
-from .. import _clock, _json
-from .base import Record, Update, log, security_log, valid_key
+from .. import _json
+from .base import Record, StoreBase, Update
 
 #: Each write removes up to this many expired records, so memory stays bounded
 #: by the live set even when nobody calls prune(), without a full scan.
@@ -23,7 +24,7 @@ class _Entry(NamedTuple):
     user_id: str | None
 
 
-class MemoryStore:
+class MemoryStore(StoreBase):
     """Sessions in a dict, guarded by a lock. One process only.
 
     Every worker process of a multi-process server (gunicorn ``-w 4``) would
@@ -35,9 +36,10 @@ class MemoryStore:
     copied in and out, exactly as any other store would.
     """
 
-    single_process = True
+    process_local: Literal[True] = True
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] | None = None) -> None:
+        super().__init__(clock=clock)
         self._records: dict[str, _Entry] = {}
         self._users: dict[str, set[str]] = {}
         # (expiry, key) for every write: the earliest expiries come off first.
@@ -58,52 +60,38 @@ class MemoryStore:
                 "MemoryStore is used in a forked process: each process has its own sessions. "
                 "Use SQLiteStore, RedisStore or PostgresStore with more than one worker.",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
 
-    @staticmethod
-    def _record(entry: _Entry) -> Record | None:
-        try:
-            data = _json.decode(entry.text)
-            if type(data) is not dict:
-                raise ValueError("not an object")
-        except ValueError:
-            security_log.warning(
-                "corrupt session record in MemoryStore treated as absent", extra={"security_event": "corrupt_record"}
-            )
-            return None
-        return Record(data, entry.created_at, entry.expires_at, entry.user_id)
-
-    def load(self, key: str) -> Record | None:
-        self._check_process()
+    def _live(self, key: str, now: float) -> _Entry | None:
         entry = self._records.get(key)
-        if entry is None or entry.expires_at <= _clock.now():
-            return None
-        return self._record(entry)
+        return entry if entry is not None and entry.expires_at > now else None
 
-    def save(self, key: str, update: Update) -> bool:
+    # -- the primitives -----------------------------------------------------------------
+
+    def _read(self, key: str, now: float) -> tuple[object, float, float, str | None] | None:
         self._check_process()
-        if not valid_key(key):
-            raise ValueError("not a store key")
+        entry = self._live(key, now)
+        return None if entry is None else (entry.text, entry.created_at, entry.expires_at, entry.user_id)
+
+    def _write(self, key: str, update: Update, now: float) -> bool:
+        self._check_process()
         source = key if update.replaces is None else update.replaces
         with self._lock:
-            entry = self._records.get(source) if source is key or valid_key(source) else None
-            current = self._record(entry) if entry is not None and entry.expires_at > _clock.now() else None
+            entry = self._live(source, now)
+            current = None if entry is None else self.decode(*entry)
             if current is not None:
                 data, created_at, user_id = current.data, current.created_at, current.user_id
-                if source != key:
-                    # A rename: the old key goes, the new one starts unindexed.
-                    self._remove_locked(source)
-                    self._remove_locked(key)
+                if source != key:  # a rename: the old key goes, the new one starts unindexed
+                    self._remove_locked(source, now)
+                    self._remove_locked(key, now)
                     indexed = None
                 else:
                     indexed = user_id
             elif update.created_at is not None and update.replaces is None:
-                self._remove_locked(key)
-                data, created_at, user_id = {}, update.created_at, None
-                indexed = None
+                self._remove_locked(key, now)
+                data, created_at, user_id, indexed = {}, update.created_at, None, None
             else:
-                log.info("save dropped: the session was destroyed or expired meanwhile")
                 return False
             if update.user_id is not None:
                 user_id = update.user_id
@@ -113,29 +101,41 @@ class MemoryStore:
                     self._users.setdefault(user_id, set()).add(key)
             self._records[key] = _Entry(_json.encode(update.apply(data)), created_at, update.expires_at, user_id)
             self._expire_later(key, update.expires_at)
-            self._prune_locked(_SWEEP_PER_WRITE)
+            self._prune_locked(_SWEEP_PER_WRITE, now)
         return True
 
-    def touch(self, key: str, expires_at: float) -> bool:
+    def _touch(self, key: str, expires_at: float, now: float) -> bool:
         with self._lock:
-            entry = self._records.get(key)
-            if entry is None or entry.expires_at <= _clock.now():
+            entry = self._live(key, now)
+            if entry is None:
                 return False
             self._records[key] = entry._replace(expires_at=expires_at)
             self._expire_later(key, expires_at)
         return True
 
-    def destroy(self, key: str) -> None:
+    def _delete(self, key: str) -> None:
         with self._lock:
-            self._remove_locked(key)
+            self._remove_locked(key, self.now())
 
-    def _remove_locked(self, key: str) -> bool:
+    def _prune(self, now: float) -> int:
+        with self._lock:
+            return self._prune_locked(None, now)
+
+    def _close(self) -> None:
+        with self._lock:
+            self._records.clear()
+            self._users.clear()
+            self._expiries.clear()
+
+    # -- bookkeeping, under the lock --------------------------------------------------------
+
+    def _remove_locked(self, key: str, now: float) -> bool:
         """Remove *key* and its index entry; return whether it was live."""
         entry = self._records.pop(key, None)
         if entry is None:
             return False
         self._unindex(key, entry.user_id)
-        return entry.expires_at > _clock.now()
+        return entry.expires_at > now
 
     def _unindex(self, key: str, user_id: str | None) -> None:
         if user_id is None:
@@ -153,34 +153,29 @@ class MemoryStore:
             self._expiries = [(entry.expires_at, k) for k, entry in self._records.items()]
             heapq.heapify(self._expiries)
 
-    def prune(self) -> int:
-        with self._lock:
-            return self._prune_locked(None)
-
-    def _prune_locked(self, limit: int | None) -> int:
+    def _prune_locked(self, limit: int | None, now: float) -> int:
         """Remove expired records, earliest first, at most *limit* of them; return how many."""
-        cutoff = _clock.now()
         heap = self._expiries
         removed = 0
-        while heap and heap[0][0] <= cutoff and (limit is None or removed < limit):
+        while heap and heap[0][0] <= now and (limit is None or removed < limit):
             _, key = heapq.heappop(heap)
             entry = self._records.get(key)
-            if entry is not None and entry.expires_at <= cutoff:
-                self._remove_locked(key)
+            if entry is not None and entry.expires_at <= now:
+                self._remove_locked(key, now)
                 removed += 1
         return removed
 
-    # -- the user index ------------------------------------------------------------
+    # -- capabilities: UserIndex, Countable, IndexSized -----------------------------------------
 
     def sessions_of(self, user_id: str) -> list[tuple[str, Record]]:
         """The live records bound to *user_id*, oldest first."""
-        now = _clock.now()
+        now = self.now()
         with self._lock:
             entries = [(k, self._records[k]) for k in self._users.get(user_id, ())]
         found = []
         for key, entry in entries:
             if entry.expires_at > now:
-                record = self._record(entry)
+                record = self.decode(*entry)
                 if record is not None:
                     found.append((key, record))
         found.sort(key=lambda item: item[1].created_at)
@@ -188,20 +183,15 @@ class MemoryStore:
 
     def destroy_user(self, user_id: str) -> int:
         """Delete every record bound to *user_id*; return how many were live."""
+        now = self.now()
         with self._lock:
-            return sum(self._remove_locked(k) for k in list(self._users.get(user_id, ())))
+            return sum(self._remove_locked(k, now) for k in list(self._users.get(user_id, ())))
 
     def count(self) -> int:
         """How many live records the store holds."""
-        now = _clock.now()
+        now = self.now()
         return sum(1 for entry in list(self._records.values()) if entry.expires_at > now)
 
     def index_size(self) -> int:
         """How many entries the user index holds (for tests and diagnostics)."""
         return sum(len(keys) for keys in self._users.values())
-
-    def close(self) -> None:
-        with self._lock:
-            self._records.clear()
-            self._users.clear()
-            self._expiries.clear()

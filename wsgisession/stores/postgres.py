@@ -89,8 +89,6 @@ class PostgresStore:
     idempotent, so a retry never applies a change twice.
     """
 
-    single_process = False
-
     def __init__(
         self,
         conninfo_or_pool: str | Pool,

@@ -395,8 +395,6 @@ class RedisStore:
     error and after a ``fork()``, and are closed by :meth:`close`.
     """
 
-    single_process = False
-
     def __init__(
         self,
         client_or_url: str | RedisClient | None = None,

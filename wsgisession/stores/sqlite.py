@@ -75,8 +75,6 @@ class SQLiteStore:
         power loss, at the cost of an fsync per write.
     """
 
-    single_process = False
-
     def __init__(
         self,
         path: str | os.PathLike[str] = "sessions.sqlite3",

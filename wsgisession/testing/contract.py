@@ -27,7 +27,7 @@ import pytest
 
 from .. import _clock
 from ..ids import new_id, store_key
-from ..stores.base import Store, Update, UserIndex
+from ..stores.base import Countable, IndexSized, Store, Update, UserIndex
 
 __all__ = ["Clock", "StoreContract"]
 
@@ -441,12 +441,14 @@ class StoreContract:
         assert users.sessions_of("alice") == []
 
     def test_count_counts_live_sessions(self, store: Store, users: UserIndex, clock: Clock) -> None:
+        if not isinstance(store, Countable):
+            pytest.skip(f"{type(store).__name__} does not count its sessions")
         for _ in range(3):
             self.create(store, clock, {}, ttl=1000)
         self.bind(store, clock, "alice", ttl=1000)
         self.create(store, clock, {}, ttl=5)
         clock.advance(6)
-        assert users.count() == 4
+        assert store.count() == 4
 
     @pytest.mark.parametrize("user", ["user@example.com", "../../etc", "' OR 1=1--", "ü", "a" * 300, "*", "{x}"])
     def test_user_ids_are_opaque_text(self, store: Store, users: UserIndex, clock: Clock, user: str) -> None:
@@ -457,7 +459,6 @@ class StoreContract:
         assert [len(users.sessions_of("other"))] == [1]
 
     def test_index_stays_the_size_of_the_live_set(self, store: Store, users: UserIndex, clock: Clock) -> None:
-        index_size = getattr(store, "index_size", None)
         for i in range(self.user_churn):
             key = self.bind(store, clock, f"user{i % 50}", ttl=10)
             if i % 3 == 0:
@@ -466,6 +467,7 @@ class StoreContract:
         clock.advance(11)
         store.prune()
         assert sum(len(users.sessions_of(f"user{i}")) for i in range(50)) == len(live)
-        assert users.count() == len(live)
-        if index_size is not None:
-            assert index_size() == len(live)
+        if isinstance(store, Countable):
+            assert store.count() == len(live)
+        if isinstance(store, IndexSized):
+            assert store.index_size() == len(live)

@@ -307,7 +307,9 @@ class _Calls:
         pass
 
     def timing(self, name: str, seconds: float) -> None:
-        self.counts[name.removeprefix("store.")] += 1
+        operation = name.removeprefix("store.")
+        if operation in ("load", "save", "touch", "destroy"):
+            self.counts[operation] += 1
 
 
 def _app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
