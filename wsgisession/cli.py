@@ -95,9 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR, format="wsgisession: %(name)s: %(message)s")
     logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
     try:
-        store = from_url(args.store_url)
+        # Every command reads or changes sessions that exist: none creates a
+        # missing database, directory or table, so a mistyped URL is an error.
+        store = from_url(args.store_url, create=False)
     except ConfigurationError as exc:
         print(f"wsgisession: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreUnavailableError as exc:
+        print(f"wsgisession: store unreachable: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     try:
         return int(_COMMANDS[args.command](store, args, sys.stdout))

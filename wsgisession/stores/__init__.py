@@ -22,16 +22,22 @@ _SCHEMES: dict[str, tuple[str, str, str | None]] = {
     "unix": (".redis", "RedisStore", "redis"),
     "postgresql": (".postgres", "PostgresStore", "postgres"),
     "postgres": (".postgres", "PostgresStore", "postgres"),
+    "mysql": (".mysql", "MySQLStore", "mysql"),
+    "mariadb": (".mysql", "MySQLStore", "mysql"),
 }
 
 
-def from_url(url: str) -> Store:
+def from_url(url: str, *, create: bool = True) -> Store:
     """Open the store a URL names.
 
     ``memory://``, ``file:///abs/dir``, ``sqlite:///relative.db`` or
     ``sqlite:////abs/path.db``, ``redis://host:6379/0``, ``rediss://…``,
-    ``postgresql://user@host/db``. Raises
+    ``postgresql://user@host/db``, ``mysql://user@host/db``. Raises
     :class:`~wsgisession.errors.ConfigurationError` for a URL it cannot use.
+
+    With ``create=False`` (what the command line's read-only commands use) a
+    store that does not exist yet (no database file, no directory, no table)
+    is not made: using it raises :class:`~wsgisession.errors.StoreUnavailableError`.
     """
     if not isinstance(url, str):
         raise ConfigurationError(f"a store URL must be a str, not {type(url).__name__}")
@@ -51,7 +57,7 @@ def from_url(url: str) -> Store:
         hint = f": pip install 'wsgisession[{extra}]'" if extra else ""
         raise ConfigurationError(f"{class_name} is not available ({exc}){hint}") from exc
     cls: Any = getattr(module, class_name)
-    store: Store = cls.from_url(url)
+    store: Store = cls.from_url(url, create=create)
     return store
 
 

@@ -273,7 +273,7 @@ class FileStore:
         _live_stores.add(self)
 
     @classmethod
-    def from_url(cls, url: str) -> FileStore:
+    def from_url(cls, url: str, *, create: bool = True) -> FileStore:
         """Make a store from ``file:///absolute/path[?lock_timeout=seconds]``.
 
         The path is percent-decoded. A host other than empty or ``localhost``,

@@ -217,7 +217,7 @@ class PostgresStore:
         self._sql_create_user_index = self._sql_create_indexes[1]
 
     @classmethod
-    def from_url(cls, url: str) -> PostgresStore:
+    def from_url(cls, url: str, *, create: bool = True) -> PostgresStore:
         """Open a store from ``postgresql://user[:password]@host[:port]/db[?table=...]``.
 
         ``table``, ``pool_min``, ``pool_max`` and ``statement_timeout_ms`` in the

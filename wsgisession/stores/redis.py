@@ -441,7 +441,7 @@ class RedisStore:
         self._closed = False
 
     @classmethod
-    def from_url(cls, url: str) -> RedisStore:
+    def from_url(cls, url: str, *, create: bool = True) -> RedisStore:
         """Open a store from ``redis://[user:password@]host[:port][/db][?prefix=...]``.
 
         ``rediss://`` uses TLS and ``unix:///path/to/redis.sock?db=0`` a Unix

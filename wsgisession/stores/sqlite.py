@@ -141,7 +141,7 @@ class SQLiteStore:
         )
 
     @classmethod
-    def from_url(cls, url: str) -> SQLiteStore:
+    def from_url(cls, url: str, *, create: bool = True) -> SQLiteStore:
         """Build from ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``.
 
         As in SQLAlchemy, three slashes then a relative path, four for an
