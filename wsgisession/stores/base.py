@@ -232,7 +232,12 @@ class StoreBase:
     def decode(self, data: object, created_at: float, expires_at: float, user_id: str | None) -> Record | None:
         """The record these stored parts make, or ``None`` (logged once) if they are not ours to read."""
         try:
-            if isinstance(data, Mapping):
+            cls = type(data)
+            if cls is str or cls is bytes:
+                values = _json.decode(data)  # type: ignore[arg-type]
+                if type(values) is not dict:
+                    raise ValueError("not a JSON object")
+            elif isinstance(data, Mapping):
                 values = {str(name): _json.decode(text) for name, text in data.items()}
             else:
                 values = _json.decode(data)  # type: ignore[arg-type]
@@ -257,8 +262,14 @@ class StoreBase:
         if not valid_key(key):
             return None
         now = self.now()
-        with self._errors("load"):
+        # try/except, not the _errors() context manager, on the per-request
+        # path: a generator-based context manager costs more than the read.
+        try:
             found = self._read(key, now)
+        except StoreError:
+            raise
+        except self.failures as exc:
+            raise self._failure("load", exc) from exc
         if found is None:
             return None
         record = self.decode(*found)
@@ -272,8 +283,12 @@ class StoreBase:
             user_bytes(update.user_id)
         written = False
         if update.replaces is None or valid_key(update.replaces):
-            with self._errors("save"):
+            try:
                 written = self._write(key, update, self.now())
+            except StoreError:
+                raise
+            except self.failures as exc:
+                raise self._failure("save", exc) from exc
         if not written:
             log.info("save dropped: the session was destroyed or expired meanwhile")
         return written
@@ -282,8 +297,12 @@ class StoreBase:
         """Set a live record's expiry without rewriting its data; ``False`` if it is gone."""
         if not valid_key(key):
             return False
-        with self._errors("touch"):
+        try:
             return self._touch(key, float(expires_at), self.now())
+        except StoreError:
+            raise
+        except self.failures as exc:
+            raise self._failure("touch", exc) from exc
 
     def destroy(self, key: str) -> None:
         """Delete the record for *key* (no error if it does not exist)."""
