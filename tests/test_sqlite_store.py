@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from wsgisession import ConfigurationError, SQLiteStore, StoreError, StoreTimeoutError, from_url
+from wsgisession import (
+    ConfigurationError,
+    SQLiteStore,
+    StoreError,
+    StoreTimeoutError,
+    StoreUnavailableError,
+    from_url,
+)
 from wsgisession.ids import new_id, store_key
 from wsgisession.stores.base import Update
 from wsgisession.testing import Clock
@@ -163,8 +170,9 @@ def test_unreadable_database_is_a_store_error(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     path.write_bytes(b"this is not a database" * 100)
     store = SQLiteStore(path)
-    with pytest.raises(StoreError, match="SQLiteStore"):
+    with pytest.raises(StoreError, match="SQLiteStore") as info:
         store.load(store_key(new_id()))
+    assert "not a usable SQLite database" in str(info.value)
 
 
 def test_corrupt_record_is_absent(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -183,8 +191,27 @@ def test_prune_in_batches(tmp_path: Path, clock: Clock) -> None:
         create(store, {"x": 1}, ttl=5)
     create(store, {"x": 1}, ttl=500)
     clock.advance(10)
-    assert store.prune(batch_size=7) == 25
+    batches = list(store.prune_batches(batch_size=7))
+    assert sum(batches) == 25
+    assert all(0 < b <= 7 for b in batches)
     assert store.count() == 1
+    with pytest.raises(ValueError, match="batch_size"):
+        next(store.prune_batches(batch_size=0))
+    store.close()
+
+
+def test_each_prune_batch_is_committed_as_it_is_yielded(tmp_path: Path, clock: Clock) -> None:
+    # The background pruner stops after a few batches: what they removed must stay removed.
+    store = SQLiteStore(tmp_path / "s.db")
+    for _ in range(30):
+        make(store, clock, {}, ttl=5)
+    clock.advance(10)
+    batches = store.prune_batches(batch_size=10)
+    assert next(batches) == 10
+    other = sqlite3.connect(tmp_path / "s.db")
+    assert other.execute(f"SELECT count(*) FROM {store.table}").fetchone()[0] == 20
+    other.close()
+    batches.close()
     store.close()
 
 
@@ -262,6 +289,7 @@ def test_full_disk_is_store_full_error_and_keeps_the_old_record(tmp_path: Path) 
         with pytest.raises(StoreFullError, match="full") as info:
             fill()
         assert key not in str(info.value)
+        assert not store._connect().in_transaction, "a failed commit must not keep the write lock"
         record = store.load(key)
         assert record is not None
         assert record.data["a"] == "small"
@@ -426,3 +454,94 @@ def test_a_rename_is_atomic_against_a_concurrent_destroy(tmp_path: Path, how: st
             assert store.sessions_of(user) == []
     store.close()
     other.close()
+
+
+# -- create=False: the command line never makes a store ---------------------------------------
+
+
+def test_missing_file_without_create_is_unavailable_and_not_made(tmp_path: Path) -> None:
+    path = tmp_path / "missing.db"
+    with pytest.raises(StoreUnavailableError, match=r"missing\.db") as info:
+        SQLiteStore(path, create=False)
+    assert "no such database file" in str(info.value)
+    with pytest.raises(StoreUnavailableError, match=r"missing\.db"):
+        from_url(f"sqlite:///{path}", create=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_table_without_create_is_unavailable_and_not_made(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    sqlite3.connect(path).execute("CREATE TABLE unrelated (x)").connection.close()
+    store = SQLiteStore(path, create=False)
+    with pytest.raises(StoreUnavailableError, match="no table 'wsgisession_sessions'"):
+        store.count()
+    with pytest.raises(StoreUnavailableError, match="no table"):
+        store.load(store_key(new_id()))
+    store.close()
+    tables = {row[0] for row in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables == {"unrelated"}
+
+
+def test_existing_store_opens_without_create(tmp_path: Path) -> None:
+    made = SQLiteStore(tmp_path / "s.db", table="mine")
+    key = create(made, {"a": 1})
+    made.close()
+    store = from_url(f"sqlite:///{tmp_path}/s.db?table=mine", create=False)
+    assert isinstance(store, SQLiteStore)
+    assert store.load(key) is not None
+    assert store.count() == 1
+    store.close()
+
+
+@pytest.mark.parametrize("command", ["count", "check", "prune"])
+def test_command_line_on_a_missing_database_exits_2_and_makes_nothing(tmp_path: Path, command: str) -> None:
+    from .test_cli import run
+
+    path = tmp_path / "missing.db"
+    result = run(command, f"sqlite:///{path}", env={"SESSION_SECRET": "s" * 40})
+    assert result.returncode == 2, result.stdout
+    assert "missing.db" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- options and failures -------------------------------------------------------------------
+
+
+def test_url_options_are_applied(tmp_path: Path) -> None:
+    store = from_url(f"sqlite:///{tmp_path}/s.db?table=my_sessions&timeout=0.25&synchronous=full")
+    assert isinstance(store, SQLiteStore)
+    assert (store.table, store.timeout) == ("my_sessions", 0.25)
+    conn = store._connect()
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 250
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert conn.execute("SELECT count(*) FROM my_sessions").fetchone()[0] == 0
+    store.close()
+
+
+@pytest.mark.parametrize("query", ["timeout=0", "timeout=-1", "timeout=inf", "table=a&table=b", "mode=ro"])
+def test_bad_url_options(tmp_path: Path, query: str) -> None:
+    with pytest.raises(ConfigurationError):
+        from_url(f"sqlite:///{tmp_path}/s.db?{query}")
+
+
+def test_clock_is_the_stores_own(tmp_path: Path) -> None:
+    clock = Clock()
+    store = SQLiteStore(tmp_path / "s.db", clock=clock)
+    key = make(store, clock, {"a": 1}, ttl=60)
+    assert store.load(key) is not None
+    clock.advance(61)
+    assert store.load(key) is None
+    assert store.count() == 0
+    assert store.touch(key, clock() + 60) is False
+    assert store.prune() == 1
+    store.close()
+
+
+def test_a_path_that_cannot_be_opened_is_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "dir.db").mkdir()
+    store = SQLiteStore(tmp_path / "dir.db")
+    with pytest.raises(StoreUnavailableError, match="writable") as info:
+        store.load(store_key(new_id()))
+    assert "dir.db" in str(info.value)
+    store.close()
