@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
+import subprocess
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -19,7 +20,6 @@ from tests import servers
 from wsgisession import _clock
 from wsgisession.errors import ConfigurationError, StoreError, StoreFullError, StoreTimeoutError, StoreUnavailableError
 from wsgisession.ids import new_id, store_key
-from wsgisession.stores import redis as redis_module
 from wsgisession.stores.base import Update
 from wsgisession.stores.redis import RedisStore
 from wsgisession.testing import Clock, StoreContract
@@ -75,39 +75,25 @@ class TestRedisStoreContract(StoreContract):
         s.close()
 
 
-class TestRedisStoreClientPathContract(StoreContract):
-    """The same contract on the client's own path, which a blocking pool (like Cluster and Sentinel) keeps."""
+class TestRedisStorePassedClientContract(StoreContract):
+    """The same contract on a client the application made: a blocking pool, replies decoded to str."""
 
     @pytest.fixture
     def store(self, redis_url: str, prefix: str) -> Iterator[RedisStore]:
-        client: RawRedis = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(redis_url))
+        pool = redis.BlockingConnectionPool.from_url(redis_url, decode_responses=True)
+        client: RawRedis = redis.Redis(connection_pool=pool)
         s = RedisStore(client, prefix=prefix)
-        assert s._direct is None
         yield s
         s.close()
         client.close()
 
 
-class TestRedisStoreWithoutRawIOContract(StoreContract):
-    """The direct path without hiredis: commands written and read through the redis-py connection."""
-
-    @pytest.fixture
-    def store(self, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisStore]:
-        monkeypatch.setattr(redis_module, "_hiredis", None)
-        s = RedisStore(redis_url, prefix=prefix)
-        s.load(_key())
-        assert s._direct is not None and all(link.reader is None for link in s._direct._idle)
-        yield s
-        s.close()
-
-
 class TestRedisStoreResp2Contract(StoreContract):
-    """The direct path on RESP2, where a hash's fields come as a flat list."""
+    """RESP2 (redis-py 5's default; 8 speaks RESP3), where a hash comes as a flat list the client pairs up."""
 
     @pytest.fixture
     def store(self, redis_url: str, prefix: str) -> Iterator[RedisStore]:
         s = RedisStore(f"{redis_url}?protocol=2", prefix=prefix)
-        assert s._direct is not None
         yield s
         s.close()
 
@@ -355,6 +341,13 @@ def test_rediss_and_unix_urls() -> None:
         pytest.param("redis://user:s3cret@127.0.0.1:6379/notadb", id="db"),
         pytest.param("redis://127.0.0.1:6379/0?socket_timeout=soon", id="option"),
         pytest.param("not a url", id="garbage"),
+        pytest.param("redis+cluster://user:s3cret@127.0.0.1:7000/3", id="cluster-db"),
+        pytest.param("redis+cluster://user:s3cret@127.0.0.1:port/", id="cluster-port"),
+        pytest.param("redis+cluster://127.0.0.1:7000,/", id="cluster-empty-host"),
+        pytest.param("redis+cluster://127.0.0.1:7000/?bogus=1", id="cluster-option"),
+        pytest.param("redis+cluster://user:s3cret@127.0.0.1:7000/?socket_timeout=soon", id="cluster-timeout"),
+        pytest.param("redis+sentinel://user:s3cret@127.0.0.1:26379/", id="sentinel-service"),
+        pytest.param("redis+sentinel://127.0.0.1:26379/mymaster/zero", id="sentinel-db"),
     ],
 )
 def test_bad_url_is_a_configuration_error(url: str) -> None:
@@ -395,6 +388,29 @@ def test_a_client_you_pass_is_used_and_left_open(redis_url: str, prefix: str) ->
         assert client.ping()
     finally:
         client.close()
+
+
+def test_a_sentinel_url_is_read_without_connecting() -> None:
+    from wsgisession.stores import from_url
+
+    store: Any = from_url(
+        "redis+sentinel://app:pw%40x@127.0.0.1:26390,[::1]/mymaster/2?prefix=s:&socket_timeout=0.5", create=False
+    )
+    try:
+        assert isinstance(store, RedisStore) and store.prefix == "s:"
+        kwargs = _kwargs(store)
+        assert (kwargs["db"], kwargs["username"], kwargs["password"], kwargs["socket_timeout"]) == (
+            2,
+            "app",
+            "pw@x",
+            0.5,
+        )
+        assert "sentinel service 'mymaster'" in repr(store) and "pw" not in repr(store)
+        sentinels = [c.get_connection_kwargs() for c in store._owned[1:]]
+        assert [(k["host"], k["port"]) for k in sentinels] == [("127.0.0.1", 26390), ("::1", 26379)]
+        assert all(k.get("password") is None for k in sentinels), "the primary's password is not sent to Sentinels"
+    finally:
+        store.close()
 
 
 def test_sentinel_client_is_described_by_service() -> None:
@@ -507,6 +523,43 @@ def test_out_of_memory_is_store_full_and_leaves_the_record(tmp_path: Path) -> No
         finally:
             raw.close()
             store.close()
+
+
+def test_a_sentinel_url_finds_the_primary(throwaway: servers.ThrowawayRedis, tmp_path: Path) -> None:
+    port = servers.free_port()
+    config = tmp_path / "sentinel.conf"  # a Sentinel rewrites its configuration: its own file
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\nsentinel monitor sessions 127.0.0.1 {throwaway.port} 1\n"
+    )
+    sentinel = subprocess.Popen(
+        [throwaway.binary, str(config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    probe: RawRedis = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if probe.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "sessions"):
+                    break
+            except redis.RedisError:
+                pass
+            assert time.monotonic() < deadline, "the Sentinel did not answer"
+            time.sleep(0.05)
+        store = RedisStore.from_url(f"redis+sentinel://127.0.0.1:{port}/sessions/3?prefix=s:")
+        try:
+            key = _bind(store, "alice")
+            record = store.load(key)
+            assert record is not None and record.user_id == "alice"
+            assert [k for k, _ in store.sessions_of("alice")] == [key] and store.count() == 1
+        finally:
+            store.close()
+        raw: RawRedis = redis.Redis(port=throwaway.port, db=3)
+        assert raw.exists(f"s:{key}") == 1, "written to the primary the Sentinel named, in database 3"
+        raw.close()
+    finally:
+        probe.close()
+        sentinel.kill()
+        sentinel.wait(timeout=10)
 
 
 def test_wrong_type_under_our_key_is_a_store_error(store: RedisStore, raw: RawRedis, prefix: str) -> None:
@@ -680,47 +733,56 @@ def test_user_ids_that_are_not_text_are_refused(store: RedisStore) -> None:
         store.sessions_of(42)  # type: ignore[arg-type]
 
 
-# -- the direct path ---------------------------------------------------------------------------
-
-
-def _no_pool(*args: Any, **kwargs: Any) -> Any:
-    raise AssertionError("the connection pool was used on the hot path")
+# -- connections, commands, timeouts ------------------------------------------------------------
 
 
 def _client_ids(raw: RawRedis, name: str) -> set[int]:
     return {int(c["id"]) for c in raw.client_list() if c.get("name") == name}
 
 
-def test_hot_path_bypasses_the_pool(store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert store._direct is not None
-    client: Any = store._client
-    monkeypatch.setattr(client.connection_pool, "get_connection", _no_pool)
-    key = _create(store, {"a": 1})
-    record = store.load(key)
-    assert record is not None and record.data == {"a": 1}
-    assert store.save(key, Update(set={"b": 2}, delete=frozenset({"a"}), expires_at=_clock.now() + 60))
-    assert store.touch(key, _clock.now() + 120)
-    record = store.load(key)
-    assert record is not None and record.data == {"b": 2}
-    store.destroy(key)
-    assert store.load(key) is None
+def _calls(raw: RawRedis) -> dict[str, int]:
+    """Commands the server ran since its stats were reset, by name; a script's own calls count too."""
+    stats = raw.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): int(stat["calls"]) for name, stat in stats.items()}
+    return {name: n for name, n in calls.items() if name not in ("config|resetstat", "info")}
 
 
-def test_other_clients_keep_the_client_path(redis_url: str) -> None:
-    plain: RawRedis = redis.Redis.from_url(redis_url)
-    subclass: RawRedis = type("MyRedis", (redis.Redis,), {})(connection_pool=plain.connection_pool)
-    single: RawRedis = redis.Redis.from_url(redis_url, single_connection_client=True)
-    stores = [RedisStore(plain), RedisStore(subclass), RedisStore(single)]
+def test_each_request_is_one_command(throwaway: servers.ThrowawayRedis) -> None:
+    store = RedisStore(throwaway.url)
+    raw: RawRedis = redis.Redis.from_url(throwaway.url)
     try:
-        assert [s._direct is not None for s in stores] == [True, False, False]
+        key = _create(store, {"a": 1})  # connects, and loads the scripts it uses
+        assert store.touch(key, _clock.now() + 60)
+        bound = _bind(store, "alice")
+        raw.config_resetstat()
+        for _ in range(10):
+            assert store.load(key) is not None
+        assert _calls(raw) == {"hgetall": 10}, "a load is one HGETALL"
+        raw.config_resetstat()
+        for i in range(10):
+            assert store.save(key, Update(set={"i": i}, delete=frozenset({"a"}), expires_at=_clock.now() + 60))
+            assert store.touch(key, _clock.now() + 60)
+        # One EVALSHA each, whose script reads the metadata once and writes every field at once.
+        assert _calls(raw) == {"evalsha": 20, "hmget": 20, "hdel": 10, "hset": 20, "pexpire": 20}
+        raw.config_resetstat()
+        store.save(_key(), Update(set={"new": 1}, expires_at=_clock.now() + 60, created_at=_clock.now()))
+        assert _calls(raw) == {"evalsha": 1, "hmget": 1, "del": 1, "hset": 2, "pexpire": 1}
+        raw.config_resetstat()
+        for i in range(10):
+            assert store.save(bound, Update(set={"i": i}, expires_at=_clock.now() + 600))
+        assert _calls(raw) == {"evalsha": 10, "hmget": 10, "hset": 10, "pexpire": 10}, "no index command"
+        raw.config_resetstat()
+        _bind(store, "alice")
+        calls = _calls(raw)
+        assert calls["evalsha"] == 2 and calls["sadd"] == 1, "a login: its user's set first, then the save"
     finally:
-        for s in stores:
-            s.close()
-        plain.close()
-        single.close()
+        raw.close()
+        store.close()
 
 
-def test_threads_never_share_a_connection(store: RedisStore) -> None:
+def test_threads_share_the_store(redis_url: str, raw: RawRedis, prefix: str) -> None:
+    name = servers.unique_name("wsgisession-threads")
+    store = RedisStore(f"{redis_url}?client_name={name}", prefix=prefix)
     failures: list[BaseException] = []
     start = threading.Barrier(12)
 
@@ -741,11 +803,27 @@ def test_threads_never_share_a_connection(store: RedisStore) -> None:
     for t in threads:
         t.join()
     assert not failures, failures[0]
-    assert store._direct is not None and 1 < len(store._direct._made) <= 12
+    assert 1 < len(_client_ids(raw, name)) <= 12, "a connection for each thread at once, at most"
+    store.close()
+
+
+def test_a_pool_you_share_is_never_held(redis_url: str, prefix: str) -> None:
+    # The store's single-connection clients are for pools of its own: on a
+    # pool of one connection, one of them would leave nothing for the rest.
+    pool = redis.BlockingConnectionPool.from_url(redis_url, max_connections=1, timeout=1)
+    client: RawRedis = redis.Redis(connection_pool=pool)
+    store = RedisStore(client, prefix=prefix)
+    try:
+        key = _bind(store, "alice")
+        assert store.load(key) is not None and client.ping()
+        assert [k for k, _ in store.sessions_of("alice")] == [key] and store.count() == 1
+    finally:
+        store.close()
+        client.close()
 
 
 def test_connection_killed_between_calls_is_replaced(redis_url: str, raw: RawRedis, prefix: str) -> None:
-    name = servers.unique_name("wsgisession-direct")
+    name = servers.unique_name("wsgisession-conn")
     store = RedisStore(f"{redis_url}?client_name={name}", prefix=prefix)
     try:
         key = _create(store, {"a": 1})
@@ -771,23 +849,88 @@ def test_script_flushed_between_calls_is_loaded_again(store: RedisStore, raw: Ra
     assert record is not None and record.data == {"a": 1, "b": 2}
 
 
-def _load_in_child(store: RedisStore, key: str) -> tuple[Any, bool]:
+def _load_in_child(store: RedisStore, key: str) -> Any:
     record = store.load(key)
-    direct = store._direct
-    assert direct is not None
-    return (None if record is None else record.data), direct._pid == os.getpid()
+    return None if record is None else record.data
 
 
-def test_forked_child_makes_its_own_connection(store: RedisStore) -> None:
-    key = _create(store, {"a": 1})
-    direct = store._direct
-    assert direct is not None and len(direct._idle) == 1
-    sock = direct._idle[0].sock
-    results = servers.run_in_processes(_load_in_child, [(store, key)] * 3)
-    assert results == [({"a": 1}, True)] * 3
-    record = store.load(key)  # the parent's own connection, untouched by the children
-    assert record is not None and record.data == {"a": 1}
-    assert direct._idle[0].sock is sock and direct._pid == os.getpid()
+def test_forked_children_make_their_own_connections(redis_url: str, raw: RawRedis, prefix: str) -> None:
+    name = servers.unique_name("wsgisession-fork")
+    store = RedisStore(f"{redis_url}?client_name={name}", prefix=prefix)
+    try:
+        key = _create(store, {"a": 1})
+        parent = _client_ids(raw, name)
+        assert servers.run_in_processes(_load_in_child, [(store, key)] * 3) == [{"a": 1}] * 3
+        record = store.load(key)
+        assert record is not None and record.data == {"a": 1}
+        assert _client_ids(raw, name) == parent, "the parent's connection, untouched by the children"
+    finally:
+        store.close()
+
+
+def test_a_client_without_timeouts_gets_the_stores(throwaway: servers.ThrowawayRedis) -> None:
+    # As redis-py 5 makes a client by default: no timeout, no retry. A Redis
+    # that stops answering would hang every request.
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client: RawRedis = redis.Redis(
+        port=throwaway.port, socket_timeout=None, socket_connect_timeout=None, retry=Retry(NoBackoff(), 0)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        store = RedisStore(client, socket_timeout=0.5, connect_timeout=0.5)
+    try:
+        key = _create(store, {"a": 1})
+        throwaway.pause()
+        resume = threading.Timer(8, throwaway.resume)  # an unbounded wait ends here, and the test fails
+        resume.start()
+        started = time.monotonic()
+        with pytest.raises(StoreTimeoutError, match=r"within 0\.5s"):
+            store.load(key)
+        assert time.monotonic() - started < 2
+        resume.cancel()
+        throwaway.resume()
+        assert store.load(key) is not None
+    finally:
+        store.close()
+        client.close()
+
+
+def test_a_client_with_timeouts_keeps_them(redis_url: str) -> None:
+    client: RawRedis = redis.Redis.from_url(redis_url, socket_timeout=0.25, socket_connect_timeout=0.75)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        RedisStore(client, socket_timeout=9, connect_timeout=9).close()
+    kwargs = client.get_connection_kwargs()
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (0.25, 0.75)
+    client.close()
+
+
+def test_a_client_whose_timeouts_cannot_be_given_is_warned_about(redis_url: str) -> None:
+    client: RawRedis = redis.Redis.from_url(redis_url, socket_timeout=None, single_connection_client=True)
+    try:
+        with pytest.warns(RuntimeWarning, match="no socket_timeout and no socket_connect_timeout"):
+            RedisStore(client)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            RedisStore(client, socket_timeout=None, connect_timeout=None)  # asked for no timeouts: no warning
+    finally:
+        client.close()
+
+
+def test_the_clock_parameter_is_the_stores_time(redis_url: str, raw: RawRedis, prefix: str) -> None:
+    now = [_clock.now() + 10_000]
+    store = RedisStore(redis_url, prefix=prefix, clock=lambda: now[0])
+    try:
+        key = _key()
+        assert store.save(key, Update(set={"a": 1}, expires_at=now[0] + 100, created_at=now[0]))
+        assert 98_000 < raw.pttl(f"{prefix}{key}") <= 100_000, "the TTL counts from the store's clock"
+        now[0] += 101
+        assert store.load(key) is None and store.count() == 0
+        assert store.prune() == 1
+    finally:
+        store.close()
 
 
 def test_timed_out_reply_is_never_read_as_the_next_one(throwaway: servers.ThrowawayRedis) -> None:

@@ -20,6 +20,8 @@ _SCHEMES: dict[str, tuple[str, str, str | None]] = {
     "redis": (".redis", "RedisStore", "redis"),
     "rediss": (".redis", "RedisStore", "redis"),
     "unix": (".redis", "RedisStore", "redis"),
+    "redis+cluster": (".redis", "RedisStore", "redis"),
+    "redis+sentinel": (".redis", "RedisStore", "redis"),
     "postgresql": (".postgres", "PostgresStore", "postgres"),
     "postgres": (".postgres", "PostgresStore", "postgres"),
     "mysql": (".mysql", "MySQLStore", "mysql"),
