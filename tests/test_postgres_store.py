@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -19,9 +25,12 @@ from tests import servers
 from wsgisession import _clock
 from wsgisession.errors import ConfigurationError, StoreError, StoreTimeoutError, StoreUnavailableError
 from wsgisession.ids import new_id, store_key
+from wsgisession.observe import Pruner
 from wsgisession.stores.base import Update
 from wsgisession.stores.postgres import PostgresStore
 from wsgisession.testing import Clock, StoreContract
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +102,19 @@ def _backends(admin: psycopg.Connection[Any], app_name: str) -> int:
     assert row is not None
     count: int = row[0]
     return count
+
+
+def _cli(*args: str, stderr: int = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
+    """Run the command line as a user does: in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "wsgisession", *args],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 # -- schema ---------------------------------------------------------------------------
@@ -177,6 +199,50 @@ def test_dropped_table_is_created_again(store: PostgresStore, admin: psycopg.Con
     key = _create(store, {"b": 2})
     record = store.load(key)
     assert record is not None and record.data == {"b": 2}
+
+
+def _exists(admin: psycopg.Connection[Any], table: str) -> bool:
+    return admin.execute("SELECT to_regclass(%s)", [table]).fetchone() != (None,)
+
+
+def test_create_false_never_creates_the_table(pg_url: str, table: str, admin: psycopg.Connection[Any]) -> None:
+    store = PostgresStore.from_url(_with(pg_url, table=table), create=False)
+    try:
+        for use in (lambda: store.load(_key()), lambda: _create(store, {"a": 1}), store.count, store.prune):
+            with pytest.raises(StoreUnavailableError, match=f"table '{table}' does not exist") as info:
+                use()
+            assert "127.0.0.1:5432/test" in str(info.value)
+        assert not _exists(admin, table)
+    finally:
+        store.close()
+
+
+def test_create_false_uses_a_table_that_exists_and_never_recreates_it(
+    pg_url: str, table: str, admin: psycopg.Connection[Any]
+) -> None:
+    maker = PostgresStore(pg_url, table=table)
+    key = _create(maker, {"a": 1})
+    maker.close()
+    store = PostgresStore(pg_url, table=table, create=False)
+    try:
+        record = store.load(key)
+        assert record is not None and record.data == {"a": 1}
+        admin.execute(f"DROP TABLE {table}")
+        with pytest.raises(StoreUnavailableError, match=f"table '{table}' does not exist"):
+            store.load(key)
+        assert not _exists(admin, table)
+    finally:
+        store.close()
+
+
+def test_cli_count_of_a_missing_table_exits_2_and_creates_nothing(
+    pg_url: str, table: str, admin: psycopg.Connection[Any]
+) -> None:
+    result = _cli("count", _with(pg_url, table=table))
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1 and f"table '{table}' does not exist" in result.stderr
+    assert not _exists(admin, table)
 
 
 @pytest.mark.parametrize(
@@ -313,31 +379,21 @@ def _fill_expired(admin: psycopg.Connection[Any], table: str, count: int) -> Non
     )
 
 
-def test_prune_in_batches_keeps_live_rows(
-    store: PostgresStore, admin: psycopg.Connection[Any], table: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_prune_in_batches_keeps_live_rows(store: PostgresStore, admin: psycopg.Connection[Any], table: str) -> None:
     live = [_create(store, {"i": i}) for i in range(10)]
     _fill_expired(admin, table, 2_500)
-    batches: list[int] = []
-    run = store._run
-
-    def counting_run(action: str, key: str | None, op: Any) -> Any:
-        result = run(action, key, op)
-        if action == "prune":
-            batches.append(result)
-        return result
-
-    monkeypatch.setattr(store, "_run", counting_run)
-    assert store.prune(batch_size=1000) == 2_500
-    assert batches == [1000, 1000, 500]
+    assert list(store.prune_batches(1000)) == [1000, 1000, 500]
     assert all(store.load(k) is not None for k in live)
-    assert store.prune() == 0
-    with pytest.raises(ValueError, match="batch_size"):
-        store.prune(batch_size=0)
+    _fill_expired(admin, table, 1_200)
+    assert store.prune() == 1_200
+    assert list(store.prune_batches(1000)) == []
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="batch_size"):
+            store.prune_batches(bad)  # type: ignore[arg-type]
 
 
 def _prune(store: PostgresStore, batch_size: int) -> int:
-    return store.prune(batch_size=batch_size)
+    return sum(store.prune_batches(batch_size))
 
 
 def test_concurrent_prunes_remove_each_row_once(
@@ -347,6 +403,44 @@ def test_concurrent_prunes_remove_each_row_once(
     _fill_expired(admin, table, 5_000)
     counts = servers.run_in_processes(_prune, [(store, 250)] * 4)
     assert sum(counts) == 5_000
+    assert admin.execute(f"SELECT count(*) FROM {table}").fetchone() == (1,)
+
+
+def test_background_pruner_runs_are_bounded(store: PostgresStore, admin: psycopg.Connection[Any], table: str) -> None:
+    live = _create(store, {"live": True})
+    _fill_expired(admin, table, 1_000)
+    pruner = Pruner(store, 60, batch_size=100, max_batches=3)
+    assert pruner.run_once() == 300
+    assert admin.execute(f"SELECT count(*) FROM {table}").fetchone() == (701,)
+    assert pruner.run_once() == 300
+    assert Pruner(store, 60, batch_size=1000, max_batches=1).run_once() == 400
+    assert admin.execute(f"SELECT count(*) FROM {table}").fetchone() == (1,)
+    assert store.load(live) is not None
+
+
+def test_cli_prune_works_in_batches_of_the_size_asked(
+    store: PostgresStore, admin: psycopg.Connection[Any], table: str, pg_url: str
+) -> None:
+    _create(store, {"live": True})
+    _fill_expired(admin, table, 7)
+    # The command line reports each batch on a terminal: give it one for stderr.
+    pty = pytest.importorskip("pty")
+    master, slave = pty.openpty()
+    try:
+        result = _cli("prune", _with(pg_url, table=table), "--batch-size", "2", stderr=slave)
+    finally:
+        os.close(slave)
+    progress = b""
+    try:
+        while chunk := os.read(master, 4096):
+            progress += chunk
+    except OSError:  # EIO: the terminal's other end is closed and everything has been read
+        pass
+    finally:
+        os.close(master)
+    assert result.returncode == 0
+    assert result.stdout.strip() == "removed 7 expired sessions"
+    assert re.findall(r"pruning: (\d+) removed", progress.decode()) == ["2", "4", "6", "7"]
     assert admin.execute(f"SELECT count(*) FROM {table}").fetchone() == (1,)
 
 
@@ -366,6 +460,9 @@ def test_from_url_takes_our_options_and_passes_the_rest() -> None:
     assert "table" not in params and "pool_max" not in params
     assert repr(store) == "<PostgresStore db.example:6543/app table='my_sessions'>"
     assert "s3cret" not in repr(store)
+    assert (
+        store.create is True and PostgresStore.from_url("postgresql://u@db.example/app", create=False).create is False
+    )
     store.close()  # never connected: nothing to close, no error
 
 
@@ -384,6 +481,8 @@ def test_defaults_added_only_where_missing() -> None:
         pytest.param("postgresql://u:s3cret@h/db?bogus_option=1", id="libpq-option"),
         pytest.param("postgresql://u:s3cret@h/db?table=a.b.c", id="table"),
         pytest.param("postgresql://u:s3cret@h/db?pool_min=5&pool_max=2", id="pool-sizes"),
+        pytest.param("postgresql://u:s3cret@h/db?table=a&table=b", id="twice"),
+        pytest.param("postgresql://u:s3cret@h/db?statement_timeout_ms=-1", id="negative-timeout"),
     ],
 )
 def test_bad_url_is_a_configuration_error(url: str) -> None:
@@ -413,13 +512,25 @@ def test_a_pool_you_pass_is_used_and_left_open(pg_url: str, table: str) -> None:
         key = _create(store, {"a": 1})
         assert store.save(key, Update(set={"b": 2}, expires_at=_clock.now() + 60))
         _fill_expired_via(pool, table)
-        assert store.prune(batch_size=2) == 3
+        assert sum(store.prune_batches(2)) == 3
         store.close()
         assert not pool.closed
         with pool.connection() as conn:
             row = conn.execute(f"SELECT data::text FROM {table} WHERE key = %s", [key]).fetchone()
         assert row is not None and "b" in row[0]
         assert "127.0.0.1:5432/test" in repr(store)
+
+
+@pytest.mark.parametrize("autocommit", [False, True])
+def test_a_pool_you_pass_commits_without_a_statement_timeout(pg_url: str, table: str, autocommit: bool) -> None:
+    with ConnectionPool(pg_url, min_size=1, max_size=1, kwargs={"autocommit": autocommit}, open=True) as pool:
+        store = PostgresStore(pool, table=table, statement_timeout_ms=0)
+        key = _create(store, {"a": 1})
+        assert store.save(key, Update(set={"b": 2}, expires_at=_clock.now() + 60))
+        with psycopg.connect(pg_url) as other:
+            row = other.execute(f"SELECT data::text FROM {table} WHERE key = %s", [key]).fetchone()
+        assert row is not None and '"b"' in row[0]
+        store.close()
 
 
 def _fill_expired_via(pool: ConnectionPool[Any], table: str) -> None:
@@ -524,6 +635,155 @@ def test_statement_timeout_is_a_timeout_and_writes_nothing(pg_url: str, table: s
         assert store.save(key, Update(set={"a": 2}, expires_at=_clock.now() + 60))
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("autocommit", [False, True])
+def test_statement_timeout_applies_on_a_pool_you_pass(pg_url: str, table: str, autocommit: bool) -> None:
+    # The pool's own connections wait for a lock as long as the server lets them.
+    with ConnectionPool(pg_url, min_size=1, max_size=2, kwargs={"autocommit": autocommit}, open=True) as pool:
+        with pool.connection() as conn:
+            theirs = conn.execute("SHOW statement_timeout").fetchone()
+        store = PostgresStore(pool, table=table, statement_timeout_ms=300)
+        key = _create(store, {"a": 1})
+        with psycopg.connect(pg_url) as locker:
+            locker.execute(f"SELECT 1 FROM {table} WHERE key = %s FOR UPDATE", [key])
+            started = time.monotonic()
+            with pytest.raises(StoreTimeoutError, match="statement_timeout=300 ms"):
+                store.save(key, Update(set={"a": 2}, expires_at=_clock.now() + 60))
+            assert time.monotonic() - started < 3
+            locker.rollback()
+        assert store.save(key, Update(set={"a": 2}, expires_at=_clock.now() + 60))
+        record = store.load(key)
+        assert record is not None and record.data == {"a": 2}
+        for _ in range(2):  # every connection of the pool, not only the one that timed out
+            with pool.connection() as conn:
+                assert conn.execute("SHOW statement_timeout").fetchone() == theirs, "the pool keeps its settings"
+        store.close()
+
+
+def test_pool_sizes_with_a_pool_you_pass_are_a_warning(pg_url: str) -> None:
+    with ConnectionPool(pg_url, min_size=0, max_size=1, open=False) as pool:
+        with pytest.warns(UserWarning, match="pool_max"):
+            PostgresStore(pool, pool_max=4)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            PostgresStore(pool)
+
+
+def _counting_attempts(store: PostgresStore, monkeypatch: pytest.MonkeyPatch, first: Callable[[], Any]) -> list[int]:
+    """Count each attempt _run() makes of an operation; *first* runs before the first one."""
+    attempts: list[int] = []
+    run = store._run
+
+    def counted(op: Any) -> Any:
+        def attempt(conn: psycopg.Connection[Any]) -> Any:
+            attempts.append(1)
+            if len(attempts) == 1:
+                first()
+            return op(conn)
+
+        return run(attempt)
+
+    monkeypatch.setattr(store, "_run", counted)
+    return attempts
+
+
+def test_a_lost_connection_is_retried(
+    pg_url: str, table: str, app_name: str, admin: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = PostgresStore(_with(pg_url, application_name=app_name), table=table, pool_min=1, pool_max=1)
+    try:
+        key = _create(store, {"a": 1})
+
+        def kill() -> None:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", [app_name]
+            )
+            time.sleep(0.05)  # the backend is gone before the statement is sent
+
+        attempts = _counting_attempts(store, monkeypatch, kill)
+        assert store.save(key, Update(set={"b": 2}, expires_at=_clock.now() + 60))
+        assert len(attempts) == 2
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        pytest.param(psycopg.errors.SerializationFailure, True, id="serialization-failure"),
+        pytest.param(psycopg.errors.DeadlockDetected, True, id="deadlock"),
+        pytest.param(psycopg.errors.UniqueViolation, False, id="constraint"),
+        pytest.param(psycopg.errors.QueryCanceled, False, id="timeout"),
+        pytest.param(psycopg.errors.DiskFull, False, id="disk-full"),
+    ],
+)
+def test_only_rolled_back_or_lost_operations_are_retried(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch, error: type[Exception], retried: bool
+) -> None:
+    key = _create(store, {"a": 1})
+
+    def fail() -> None:
+        raise error("injected")
+
+    attempts = _counting_attempts(store, monkeypatch, fail)
+    if retried:
+        assert store.save(key, Update(set={"b": 2}, expires_at=_clock.now() + 60))
+    else:
+        with pytest.raises(StoreError):
+            store.save(key, Update(set={"b": 2}, expires_at=_clock.now() + 60))
+    assert len(attempts) == (2 if retried else 1)
+
+
+def test_no_request_fails_while_backends_are_terminated_again_and_again(
+    pg_url: str, table: str, app_name: str, admin: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    store = PostgresStore(_with(pg_url, application_name=app_name), table=table, pool_max=4)
+    store.load(_key())
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    done = [0] * 4
+
+    def client(i: int) -> None:
+        try:
+            key = _create(store, {"n": 0})
+            n = 0
+            while not stop.is_set():
+                n += 1
+                assert store.save(key, Update(set={"n": n}, expires_at=_clock.now() + 60))
+                record = store.load(key)
+                assert record is not None and record.data["n"] == n
+                new = _key()
+                assert store.save(new, Update(set={"r": n}, expires_at=_clock.now() + 60, replaces=key))
+                assert store.touch(new, _clock.now() + 60)
+                key = new
+                done[i] += 4
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(done))]
+    killed = 0
+    with caplog.at_level(logging.WARNING, logger="wsgisession.store"):
+        for thread in threads:
+            thread.start()
+        try:
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline and not failures:
+                row = admin.execute(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = %s",
+                    [app_name],
+                ).fetchone()
+                killed += row[0] if row else 0
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(30)
+            store.close()
+    assert failures == []
+    assert killed >= 20 and min(done) >= 20, (killed, done)
+    assert any("lost a connection" in r.getMessage() for r in caplog.records)
 
 
 def test_sql_errors_are_store_errors_without_the_key(
@@ -809,9 +1069,9 @@ def test_rename_retried_after_a_lost_reply_reports_that_it_landed(
     old = _bind(store, "alice")
     run = store._run
 
-    def run_twice(action: str, key: str | None, op: Any) -> Any:
+    def run_twice(op: Any) -> Any:
         # What _run() does when the connection dies after the statement committed.
-        return run(action, key, lambda conn: (op(conn), op(conn))[1])
+        return run(lambda conn: (op(conn), op(conn))[1])
 
     monkeypatch.setattr(store, "_run", run_twice)
     new = _key()
