@@ -120,7 +120,7 @@ def make_app(store: Store) -> Callable[..., webtest.TestApp]:
     return make
 
 
-STORE_KINDS = ["memory", "sqlite", "file", "redis", "postgres"]
+STORE_KINDS = ["memory", "sqlite", "file", "redis", "postgres", "mysql"]
 
 
 @contextlib.contextmanager
@@ -146,6 +146,11 @@ def open_store(kind: str, tmp_path: Path) -> Iterator[Store]:
 
         table = servers.unique_name("wsgisession_test")
         store = PostgresStore(servers.require_postgres(), table=table)
+    elif kind == "mysql":
+        from wsgisession.stores.mysql import MySQLStore
+
+        table = servers.unique_name("wsgisession_test")
+        store = MySQLStore.from_url(f"{servers.require_mysql()}?table={table}")
     else:
         raise ValueError(kind)
     try:
@@ -165,6 +170,9 @@ def open_store(kind: str, tmp_path: Path) -> Iterator[Store]:
 
             with psycopg.connect(servers.require_postgres(), autocommit=True) as conn:
                 conn.execute(f"DROP TABLE IF EXISTS {table}")
+        elif kind == "mysql":
+            with contextlib.closing(servers.mysql_connect()) as conn:
+                conn.cursor().execute(f"DROP TABLE IF EXISTS `{table}`")
 
 
 @pytest.fixture(params=STORE_KINDS)

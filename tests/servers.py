@@ -1,4 +1,4 @@
-"""Find the real Redis and PostgreSQL servers the store tests run against.
+"""Find the real Redis, PostgreSQL and MySQL servers the store tests run against.
 
 A test that needs a server it cannot reach is skipped with the reason, unless
 ``WSGISESSION_REQUIRE_ALL=1`` is set (CI): then it fails, so a server that
@@ -6,7 +6,8 @@ did not start can never pass for a green run.
 
 ``WSGISESSION_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/15``) and
 ``WSGISESSION_TEST_POSTGRES_URL`` (default
-``postgresql://postgres@127.0.0.1:5432/test``) say where the servers are.
+``postgresql://postgres@127.0.0.1:5432/test``) and ``WSGISESSION_TEST_MYSQL_URL``
+(default ``mysql://root@127.0.0.1:3306/test``) say where the servers are.
 Import the helpers explicitly; the ``redis_url`` and ``postgres_url`` fixtures
 are here for modules that want them as they are.
 """
@@ -29,6 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -38,6 +40,7 @@ from .liveserver import free_port
 
 REDIS_URL = os.environ.get("WSGISESSION_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 POSTGRES_URL = os.environ.get("WSGISESSION_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+MYSQL_URL = os.environ.get("WSGISESSION_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 
 
 def require_all() -> bool:
@@ -86,6 +89,39 @@ def _probe_postgres(url: str) -> str | None:
     return None
 
 
+@functools.cache
+def _probe_mysql(url: str) -> str | None:
+    """None if MySQL or MariaDB accepts a connection at *url*, else why not."""
+    try:
+        import pymysql
+    except ImportError:
+        return "PyMySQL is not installed (pip install 'wsgisession[mysql]')"
+    try:
+        mysql_connect(url, connect_timeout=3, read_timeout=3).close()
+    except pymysql.err.MySQLError as exc:
+        return f"MySQL is not reachable at {redact_url(url)}: {exc}"
+    return None
+
+
+def mysql_connect(url: str = MYSQL_URL, **options: Any) -> Any:
+    """A PyMySQL connection (autocommit) of the test's own to the server and database *url* names."""
+    import pymysql
+
+    parts = urlsplit(url)
+    params: dict[str, Any] = {
+        "host": parts.hostname,
+        "port": parts.port or 3306,
+        "user": unquote(parts.username or ""),
+        "password": unquote(parts.password or ""),
+        "database": unquote(parts.path.lstrip("/")),
+        "charset": "utf8mb4",
+        "autocommit": True,
+        "connect_timeout": 5,
+        "read_timeout": 30,
+    }
+    return pymysql.connect(**{**params, **options})
+
+
 def require_redis() -> str:
     """The URL of a Redis that answers, or skip (fail under REQUIRE_ALL)."""
     problem = _probe_redis(REDIS_URL)
@@ -100,6 +136,14 @@ def require_postgres() -> str:
     if problem:
         unavailable(problem)
     return POSTGRES_URL
+
+
+def require_mysql() -> str:
+    """The URL of a MySQL or MariaDB that accepts connections, or skip (fail under REQUIRE_ALL)."""
+    problem = _probe_mysql(MYSQL_URL)
+    if problem:
+        unavailable(problem)
+    return MYSQL_URL
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from .conftest import STORE_KINDS, open_store
 
 #: Bounded for CI's time: each example runs up to 40 steps.
 CI = os.environ.get("HYPOTHESIS_PROFILE") == "ci"
-EXAMPLES = {"memory": 600, "sqlite": 400, "file": 300, "redis": 300, "postgres": 300}
+EXAMPLES = {"memory": 600, "sqlite": 400, "file": 300, "redis": 300, "postgres": 300, "mysql": 200}
 
 
 @pytest.mark.parametrize("kind", STORE_KINDS)
@@ -27,6 +27,8 @@ def test_the_lifecycle_holds_on_every_store(kind: str, tmp_path: Path) -> None:
         servers.require_redis()
     elif kind == "postgres":
         servers.require_postgres()
+    elif kind == "mysql":
+        servers.require_mysql()
     examples = iter(range(10**9))
 
     class Lifecycle(SessionLifecycle):

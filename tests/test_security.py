@@ -166,12 +166,13 @@ def plant(kind: str, store: Any, key: str, raw: bytes) -> None:
             (key, raw, now, now + 600),
         )
     elif kind == "file":
-        from wsgisession.stores.file import encode_slot, slot_size_for
+        from wsgisession.stores.base import Record
+        from wsgisession.stores.file import encode_record_file
 
-        # A well-formed record file whose slot holds *raw*: the payload, not
+        # A well-formed record file whose data line is *raw*: the payload, not
         # the file format, is what is on trial.
-        size = slot_size_for(raw)
-        Path(store._dir, key).write_bytes(encode_slot(raw, 1, size) + bytes(size))
+        head = encode_record_file(Record({}, now, now + 600)).partition(b"\n")[0]
+        Path(store._dir, key).write_bytes(head + b"\n" + raw)
     elif kind == "redis":
         name = store._redis_key(key)
         store._client.delete(name)
@@ -190,6 +191,19 @@ def plant(kind: str, store: Any, key: str, raw: bytes) -> None:
                     "ON CONFLICT (key) DO UPDATE SET data = excluded.data"
                 ).format(store._table),
                 (key, json.dumps({"x": text}), now, now + 600),
+            )
+    elif kind == "mysql":
+        from . import servers
+
+        # The data column only takes valid JSON: the raw bytes go in as the
+        # text of one value, which is what the store decodes.
+        text = raw.decode("latin-1").replace("\x00", "")
+        store.load(key)  # makes sure the table exists
+        with servers.mysql_connect() as conn, conn.cursor() as cur:
+            cur.execute(
+                f"REPLACE INTO `{store.table}` (`key`, data, created_at, expires_at) "
+                "VALUES (%s, JSON_OBJECT('x', %s), %s, %s)",
+                (key, text, now, now + 600),
             )
     else:
         raise ValueError(kind)

@@ -1,0 +1,634 @@
+"""MySQLStore: sessions in a MySQL or MariaDB table, through PyMySQL."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import re
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import pymysql
+from pymysql.connections import Connection
+from pymysql.constants import CLIENT, CR, ER
+from pymysql.cursors import Cursor
+
+from .. import _json
+from ..errors import ConfigurationError, StoreError, StoreFullError, StoreTimeoutError, StoreUnavailableError
+from .base import Record, StoreBase, Update, log, positive_seconds, query_options, user_bytes
+
+T = TypeVar("T")
+Op = Callable[[Cursor, bool], T]
+
+_SCHEMES = ("mysql", "mariadb")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_KEYS_IN_TEXT = re.compile(r"[0-9a-f]{64}")
+#: The user_id column's width: InnoDB indexes at most 3072 bytes of a column.
+MAX_USER_BYTES = 3072
+#: Idle connections kept for reuse; a burst beyond this closes its extras when done.
+_MAX_IDLE = 16
+_PRUNE_BATCH = 1000
+#: How many times a statement InnoDB rolled back to break a deadlock is replayed.
+_DEADLOCK_REPLAYS = 3
+
+# Error codes PyMySQL has no name for.
+_ER_CONNECTION_KILLED = 1927  # MariaDB: KILL of this connection
+_ER_CLIENT_INTERACTION_TIMEOUT = 4031  # MySQL 8: wait_timeout ended an idle connection
+_ER_STATEMENT_TIMEOUT = 1969  # MariaDB: max_statement_time
+_ER_QUERY_TIMEOUT = 3024  # MySQL: max_execution_time
+# The connection is gone (killed, server restarted, idle too long): a new one may work.
+_LOST = frozenset(
+    {
+        CR.CR_SERVER_GONE_ERROR,
+        CR.CR_SERVER_LOST,
+        _ER_CONNECTION_KILLED,
+        _ER_CLIENT_INTERACTION_TIMEOUT,
+        ER.SERVER_SHUTDOWN,
+    }
+)
+_UNREACHABLE = frozenset(
+    {
+        CR.CR_CONN_HOST_ERROR,
+        CR.CR_CONNECTION_ERROR,
+        CR.CR_UNKNOWN_HOST,
+        ER.CON_COUNT_ERROR,
+        ER.TOO_MANY_USER_CONNECTIONS,
+        ER.ACCESS_DENIED_ERROR,
+        ER.DBACCESS_DENIED_ERROR,
+        ER.BAD_DB_ERROR,
+        ER.HOST_NOT_PRIVILEGED,
+        ER.HOST_IS_BLOCKED,
+    }
+)
+_TIMEOUTS = frozenset({ER.LOCK_WAIT_TIMEOUT, _ER_STATEMENT_TIMEOUT, _ER_QUERY_TIMEOUT})
+_FULL = frozenset({ER.RECORD_FILE_FULL, ER.DISK_FULL, ER.OUT_OF_RESOURCES})
+
+
+def _check_table(table: object) -> str:
+    if not isinstance(table, str) or not _NAME.fullmatch(table):
+        raise ConfigurationError(
+            f"MySQLStore: table {table!r} must be a name of letters, digits and underscores "
+            "(at most 64, not starting with a digit)"
+        )
+    return table
+
+
+def _code(exc: BaseException) -> int | None:
+    args = getattr(exc, "args", ())
+    return args[0] if args and type(args[0]) is int else None
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a lost connection was PyMySQL giving up on a read or write that took too long."""
+    if _code(exc) not in (CR.CR_SERVER_LOST, CR.CR_SERVER_GONE_ERROR):
+        return False
+    cause = exc.__cause__ or exc.__context__
+    return isinstance(cause, TimeoutError) or "timed out" in str(exc)
+
+
+def _lost(exc: BaseException) -> bool:
+    """Whether *exc* means this connection is dead (and another one might work)."""
+    if isinstance(exc, pymysql.err.InterfaceError):
+        return True  # PyMySQL's "(0, '')": the connection was already closed
+    return _code(exc) in _LOST and not _timed_out(exc)
+
+
+def _message(exc: BaseException) -> str:
+    """The server's or driver's reason, first line only and without a store key (a duplicate-key error quotes it)."""
+    args: tuple[object, ...] = getattr(exc, "args", ())
+    text = str(args[1]) if len(args) > 1 else str(exc)
+    first = (text.strip().splitlines() or [type(exc).__name__])[0]
+    code = _code(exc)
+    return _KEYS_IN_TEXT.sub("<key>", f"({code}) {first}" if code else first)
+
+
+class MySQLStore(StoreBase):
+    """Sessions in a MariaDB or MySQL 8 InnoDB table, created on first use (tested on MariaDB 10.11).
+
+    One row per session: ``key`` (the primary key), ``data`` (a JSON object
+    mapping each top-level session key to its value as JSON text), ``created_at``
+    and ``expires_at`` (epoch seconds) and ``user_id`` (the user's ID as UTF-8
+    bytes, at most :data:`MAX_USER_BYTES`; indexed). Values are kept as JSON
+    text inside the object so that they come back exactly as they went in,
+    whatever the server's JSON type does to numbers.
+
+    Every save is one statement, so nothing is ever half-written: an update is
+    an ``UPDATE ... JSON_MERGE_PATCH(data, changes) ... WHERE key = ? AND
+    expires_at > now`` (concurrent requests changing different keys both
+    land; a destroyed or expired session is never brought back); a new
+    session is an ``INSERT ... ON DUPLICATE KEY UPDATE`` that merges into a
+    live row and replaces an expired one; a rename (``Update.replaces``)
+    changes the live row's key in place.
+
+    Connections are opened on first use, never before, so a preforking server
+    that creates the store before forking shares none; a forked process opens
+    its own. Each operation takes an idle connection (or opens one) and gives
+    it back afterwards. The connect, read and write timeouts are finite, and
+    InnoDB's lock wait is bounded per connection, so a stuck server or a
+    held row lock is a :class:`~wsgisession.errors.StoreError`, never a hang.
+
+    :param host: the server's host name or address.
+    :param port: its TCP port.
+    :param user: the user to log in as (PyMySQL's default, the OS user, if None).
+    :param password: that user's password; never shown in messages or ``repr``.
+    :param database: the database (schema) holding the table.
+    :param unix_socket: a Unix socket path to connect through instead of TCP.
+    :param table: the table's name.
+    :param connect_timeout: seconds to wait for a connection.
+    :param read_timeout: seconds to wait for a reply; must exceed *lock_wait_timeout*.
+    :param write_timeout: seconds to wait to send a statement.
+    :param lock_wait_timeout: InnoDB's ``innodb_lock_wait_timeout`` (whole
+        seconds) for this store's connections: a row locked longer than that
+        by another transaction raises :class:`~wsgisession.errors.StoreTimeoutError`.
+    :param ssl_ca: a CA certificate file: connect over TLS and verify the server against it.
+    :param create: create the table if it is missing; if ``False``, a missing
+        table raises :class:`~wsgisession.errors.StoreUnavailableError`.
+    :param clock: see :class:`~wsgisession.stores.base.StoreBase`.
+    """
+
+    #: What PyMySQL raises when the store fails (OSError: a socket failing outside PyMySQL's own wrapping).
+    failures = (pymysql.err.MySQLError, OSError)
+
+    def __init__(
+        self,
+        *,
+        host: str = "localhost",
+        port: int = 3306,
+        user: str | None = None,
+        password: str = "",
+        database: str,
+        unix_socket: str | None = None,
+        table: str = "wsgisession_sessions",
+        connect_timeout: float = 5.0,
+        read_timeout: float = 15.0,
+        write_timeout: float = 15.0,
+        lock_wait_timeout: int = 5,
+        ssl_ca: str | None = None,
+        create: bool = True,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        super().__init__(clock=clock)
+        self.table = _check_table(table)
+        if not (isinstance(database, str) and database):
+            raise ConfigurationError("MySQLStore: a database is required")
+        if not (isinstance(port, int) and 0 < port < 65536):
+            raise ConfigurationError(f"MySQLStore: port must be 1-65535, not {port!r}")
+        if isinstance(lock_wait_timeout, bool) or not (
+            isinstance(lock_wait_timeout, int) and 1 <= lock_wait_timeout <= 3600
+        ):
+            raise ConfigurationError("MySQLStore: lock_wait_timeout must be a whole number of seconds, 1-3600")
+        self.connect_timeout = positive_seconds(connect_timeout, "MySQLStore: connect_timeout")
+        self.read_timeout = positive_seconds(read_timeout, "MySQLStore: read_timeout")
+        self.write_timeout = positive_seconds(write_timeout, "MySQLStore: write_timeout")
+        if self.read_timeout <= lock_wait_timeout:
+            # A reply given up on while the server still waits for the lock
+            # would leave the statement running on a connection we drop.
+            raise ConfigurationError("MySQLStore: read_timeout must be longer than lock_wait_timeout")
+        self.lock_wait_timeout = lock_wait_timeout
+        self.create = bool(create)
+        self._params: dict[str, Any] = {
+            "host": host,
+            "port": port,
+            "user": user,
+            "password": password,
+            "database": database,
+            "unix_socket": unix_socket,
+            "charset": "utf8mb4",
+            "autocommit": True,
+            # A row count that says which rows matched, not which changed: a
+            # save that sets a value to what it already was still "landed".
+            "client_flag": CLIENT.FOUND_ROWS,
+            "connect_timeout": self.connect_timeout,
+            "read_timeout": self.read_timeout,
+            "write_timeout": self.write_timeout,
+            "init_command": f"SET SESSION innodb_lock_wait_timeout = {int(lock_wait_timeout)}",
+            "program_name": "wsgisession",
+        }
+        if ssl_ca is not None:
+            self._params.update(ssl_ca=ssl_ca, ssl_verify_cert=True, ssl_verify_identity=True)
+        self._where = f"{unix_socket or f'{host}:{port}'}/{database}"
+        self._idle: list[Connection[Cursor]] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        _instances.add(self)
+
+        t = f"`{self.table}`"
+        self._sql_load = f"SELECT data, created_at, expires_at, user_id FROM {t} WHERE `key` = %s"
+        # NULL for the user (the update binds no one) keeps the row's binding.
+        # A JSON merge patch sets each name to its new JSON text and removes
+        # the names whose patch value is null: the changes of one request,
+        # applied to the row as it is now.
+        self._sql_update = (
+            f"UPDATE {t} SET data = JSON_MERGE_PATCH(data, %s), expires_at = %s, user_id = COALESCE(%s, user_id) "
+            "WHERE `key` = %s AND expires_at > %s"
+        )
+        self._sql_update_no_data = (
+            f"UPDATE {t} SET expires_at = %s, user_id = COALESCE(%s, user_id) WHERE `key` = %s AND expires_at > %s"
+        )
+        # Onto a live row, merge; onto an expired one, start afresh as if it
+        # had been pruned first. Assignments run left to right, each seeing
+        # the ones before it: expires_at, which the others test, goes last.
+        self._sql_create = (
+            f"INSERT INTO {t} (`key`, data, created_at, expires_at, user_id) "
+            "VALUES (%(key)s, %(fresh)s, %(created)s, %(expires)s, %(user)s) ON DUPLICATE KEY UPDATE "
+            "data = IF(expires_at > %(now)s, JSON_MERGE_PATCH(data, %(patch)s), VALUES(data)), "
+            "created_at = IF(expires_at > %(now)s, created_at, VALUES(created_at)), "
+            "user_id = IF(expires_at > %(now)s, COALESCE(VALUES(user_id), user_id), VALUES(user_id)), "
+            "expires_at = VALUES(expires_at)"
+        )
+        # A rename changes the row's key in place, in one statement: the row
+        # stays locked by it until it commits, so a destroy (which locks the
+        # row) or a destroy_user (which locks the user's rows and the gaps
+        # between them) either runs first, leaving nothing live to move, or
+        # waits and then finds the row under its new key. Where a rename and
+        # a destroy_user lock in opposite orders, InnoDB breaks the deadlock
+        # and _run() replays the loser.
+        self._sql_rename = (
+            f"UPDATE {t} SET `key` = %s, data = JSON_MERGE_PATCH(data, %s), expires_at = %s, "
+            "user_id = COALESCE(%s, user_id) WHERE `key` = %s AND expires_at > %s"
+        )
+        self._sql_live = f"SELECT 1 FROM {t} WHERE `key` = %s AND expires_at > %s"
+        self._sql_touch = f"UPDATE {t} SET expires_at = %s WHERE `key` = %s AND expires_at > %s"
+        self._sql_destroy = f"DELETE FROM {t} WHERE `key` = %s"
+        self._sql_sessions_of = (
+            f"SELECT `key`, data, created_at, expires_at, user_id FROM {t} "
+            "WHERE user_id = %s AND expires_at > %s ORDER BY created_at, `key`"
+        )
+        # In a REPEATABLE READ transaction this locks every row of the user
+        # and the gaps between them (next-key locks), so no rename can slip a
+        # row in under the user, behind the scan, before the DELETE. (MySQL
+        # has no DELETE ... RETURNING to count them in one statement.)
+        self._sql_lock_user = f"SELECT expires_at FROM {t} WHERE user_id = %s FOR UPDATE"
+        self._sql_destroy_user = f"DELETE FROM {t} WHERE user_id = %s"
+        self._sql_count = f"SELECT COUNT(*) FROM {t} WHERE expires_at > %s"
+        self._sql_index_size = f"SELECT COUNT(*) FROM {t} WHERE user_id IS NOT NULL"
+        self._sql_prune = f"DELETE FROM {t} WHERE expires_at <= %s ORDER BY expires_at LIMIT %s"
+        self._sql_create_table = (
+            f"CREATE TABLE IF NOT EXISTS {t} ("
+            "`key` CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, "
+            "data JSON NOT NULL, "
+            "created_at DOUBLE NOT NULL, "
+            "expires_at DOUBLE NOT NULL, "
+            f"user_id VARBINARY({MAX_USER_BYTES}) NULL, "
+            "KEY expires_at_idx (expires_at), "
+            "KEY user_id_idx (user_id)"
+            ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+        )
+
+    @classmethod
+    def from_url(cls, url: str, *, create: bool = True) -> MySQLStore:
+        """Open a store from ``mysql://user[:password]@host[:port]/database[?table=...]`` (or ``mariadb://``).
+
+        Query options: ``table``, ``connect_timeout``, ``read_timeout``,
+        ``write_timeout``, ``lock_wait_timeout``, ``unix_socket`` and ``ssl_ca``.
+        The user name and password are percent-decoded. Raises
+        :class:`~wsgisession.errors.ConfigurationError` for a URL it cannot use,
+        without ever quoting the password.
+        """
+        if not isinstance(url, str):
+            raise ConfigurationError(f"a MySQL URL must be a str, not {type(url).__name__}")
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigurationError(f"MySQLStore: invalid URL: {exc}") from None
+        if parts.scheme.lower() not in _SCHEMES:
+            raise ConfigurationError("MySQLStore: the URL must start with mysql:// or mariadb://")
+        database = unquote(parts.path.lstrip("/"))
+        if not database or "/" in database:
+            raise ConfigurationError("MySQLStore: the URL must name one database: mysql://user@host/database")
+        options = query_options(
+            url,
+            {
+                "table": str,
+                "connect_timeout": float,
+                "read_timeout": float,
+                "write_timeout": float,
+                "lock_wait_timeout": int,
+                "unix_socket": str,
+                "ssl_ca": str,
+            },
+        )
+        return cls(
+            host=parts.hostname or "localhost",
+            port=port or 3306,
+            user=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else "",
+            database=database,
+            create=create,
+            **options,  # type: ignore[arg-type]
+        )
+
+    def __repr__(self) -> str:
+        return f"<MySQLStore {self._where} table={self.table!r}>"
+
+    # -- the primitives ---------------------------------------------------------------
+
+    def _read(self, key: str, now: float) -> tuple[object, float, float, str | None] | None:
+        def op(cur: Cursor, retrying: bool) -> tuple[Any, ...] | None:
+            cur.execute(self._sql_load, (key,))
+            return cur.fetchone()
+
+        row = self._run(op)
+        return None if row is None else self._parts(*row)
+
+    def _parts(self, text: Any, created_at: float, expires_at: float, user: Any) -> tuple[object, float, float, Any]:
+        """A row as :meth:`decode` takes it: the data as a mapping of JSON texts when it is one."""
+        try:
+            outer = _json.decode(text)
+        except (ValueError, TypeError):
+            outer = None
+        if isinstance(user, bytes):
+            with contextlib.suppress(UnicodeDecodeError):  # left as bytes, decode() finds the record corrupt
+                user = user.decode("utf-8")
+        # Anything but an object of texts goes to decode() as it is, which
+        # finds it corrupt (and logs it) as it would any other store's.
+        return (outer if type(outer) is dict else text), created_at, expires_at, user
+
+    def _write(self, key: str, update: Update, now: float) -> bool:
+        user = None if update.user_id is None else self._user_param(update.user_id)
+        patch: dict[str, str | None] = dict.fromkeys(update.delete)
+        patch.update((name, _json.encode(value)) for name, value in update.set.items())
+        expires = float(update.expires_at)
+        if update.replaces is not None and update.replaces != key:
+            rename = (key, _json.encode(patch), expires, user, update.replaces, now)
+
+            def op(cur: Cursor, retrying: bool) -> bool:
+                if cur.execute(self._sql_rename, rename) == 1:
+                    return True
+                # Replayed after the reply was lost, the rename may have landed
+                # already: then its new key (a fresh ID nobody else writes) is live.
+                return retrying and cur.execute(self._sql_live, (key, now)) == 1
+
+            return self._run(op)
+        if update.created_at is None or update.replaces is not None:  # a rename onto its own key only updates
+            if patch:
+                return self._execute(self._sql_update, (_json.encode(patch), expires, user, key, now)) == 1
+            return self._execute(self._sql_update_no_data, (expires, user, key, now)) == 1
+        fresh = {name: text for name, text in patch.items() if text is not None}
+        create = {
+            "key": key,
+            "fresh": _json.encode(fresh),
+            "patch": _json.encode(patch),
+            "created": float(update.created_at),
+            "expires": expires,
+            "user": user,
+            "now": now,
+        }
+        self._execute(self._sql_create, create)
+        return True
+
+    def _touch(self, key: str, expires_at: float, now: float) -> bool:
+        return self._execute(self._sql_touch, (expires_at, key, now)) == 1
+
+    def _delete(self, key: str) -> None:
+        self._execute(self._sql_destroy, (key,))
+
+    def _prune(self, now: float) -> int:
+        return sum(self._prune_batches(now, _PRUNE_BATCH))
+
+    def _prune_batches(self, now: float, batch_size: int) -> Iterator[int]:
+        # Each batch is its own short statement: a large prune never holds
+        # more than batch_size rows locked, and saves go on in between.
+        while True:
+            removed = self._execute(self._sql_prune, (now, batch_size))
+            yield removed
+            if removed < batch_size:
+                return
+
+    def _close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            _quit(conn)
+
+    # -- capabilities: BatchedPrune, UserIndex, Countable, IndexSized ------------------------------
+
+    def prune_batches(self, batch_size: int = _PRUNE_BATCH) -> Iterator[int]:
+        """Delete expired rows *batch_size* at a time (one statement each), yielding how many each deleted."""
+        if isinstance(batch_size, bool) or not (isinstance(batch_size, int) and batch_size > 0):
+            raise ValueError("batch_size must be a positive int")
+        return self._errors_each(self._prune_batches(self.now(), batch_size))
+
+    def _errors_each(self, batches: Iterator[int]) -> Iterator[int]:
+        while True:
+            with self._errors("prune"):
+                removed = next(batches, None)
+            if removed is None:
+                return
+            yield removed
+
+    def sessions_of(self, user_id: str) -> list[tuple[str, Record]]:
+        """The live records bound to *user_id*, oldest first (an indexed lookup)."""
+        user = self._user_param(user_id, lookup=True)
+        if user is None:
+            return []
+        now = self.now()
+
+        def op(cur: Cursor, retrying: bool) -> tuple[tuple[Any, ...], ...]:
+            cur.execute(self._sql_sessions_of, (user, now))
+            return cur.fetchall()
+
+        with self._errors("sessions_of"):
+            rows = self._run(op)
+        found = []
+        for key, *parts in rows:
+            record = self.decode(*self._parts(*parts))
+            if record is not None:
+                found.append((key, record))
+        return found
+
+    def destroy_user(self, user_id: str) -> int:
+        """Delete every record bound to *user_id* in one transaction; return how many live ones there were."""
+        user = self._user_param(user_id, lookup=True)
+        if user is None:
+            return 0
+        now = self.now()
+
+        def op(cur: Cursor, retrying: bool) -> int:
+            # Replayed after a lost connection, the transaction either never
+            # committed (and runs again) or did, and then finds no row left:
+            # the user's sessions are gone either way, though the count of a
+            # replay that follows a lost COMMIT reply is 0.
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cur.execute("START TRANSACTION")
+            try:
+                cur.execute(self._sql_lock_user, (user,))
+                expiries = [row[0] for row in cur.fetchall()]
+                if expiries:
+                    cur.execute(self._sql_destroy_user, (user,))
+                cur.execute("COMMIT")
+            except BaseException:
+                _rollback(cur)
+                raise
+            return sum(1 for expires_at in expiries if expires_at > now)
+
+        with self._errors("destroy_user"):
+            return self._run(op)
+
+    def count(self) -> int:
+        """How many live records the table holds."""
+        return self._count("count", self._sql_count, (self.now(),))
+
+    def index_size(self) -> int:
+        """How many rows are bound to a user, expired ones included until pruned (tests and diagnostics)."""
+        return self._count("index_size", self._sql_index_size, ())
+
+    def _count(self, action: str, statement: str, params: tuple[Any, ...]) -> int:
+        def op(cur: Cursor, retrying: bool) -> int:
+            cur.execute(statement, params)
+            row = cur.fetchone()
+            return 0 if row is None else int(row[0])
+
+        with self._errors(action):
+            return self._run(op)
+
+    # -- connections ----------------------------------------------------------------------
+
+    def _user_param(self, user_id: str, *, lookup: bool = False) -> bytes | None:
+        """*user_id* as the column holds it; one too long for it is refused, or for a lookup matches nothing."""
+        raw = user_bytes(user_id)
+        if len(raw) <= MAX_USER_BYTES:
+            return raw
+        if lookup:
+            return None
+        raise ValueError(f"MySQLStore: a user ID may be at most {MAX_USER_BYTES} bytes of UTF-8, not {len(raw)}")
+
+    def _execute(self, statement: str, params: Any) -> int:
+        def op(cur: Cursor, retrying: bool) -> int:
+            return cur.execute(statement, params)
+
+        return self._run(op)
+
+    def _connect(self) -> Connection[Cursor]:
+        conn: Connection[Cursor] = pymysql.connect(**self._params)
+        try:
+            with conn.cursor() as cur:
+                # Locking reads then lock the rows they find, not the gaps
+                # around them: two renames of one row cannot deadlock on the
+                # gap its new key goes into. destroy_user asks for the gaps.
+                cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        except BaseException:
+            _quit(conn)
+            raise
+        return conn
+
+    def _checkout(self) -> tuple[Connection[Cursor], bool]:
+        """An idle connection (``False``: it may have died while idle) or a new one (``True``)."""
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailableError(f"MySQLStore at {self._where} is closed")
+            if self._idle:
+                return self._idle.pop(), False
+        return self._connect(), True
+
+    def _checkin(self, conn: Connection[Cursor]) -> None:
+        with self._lock:
+            if conn.open and not self._closed and len(self._idle) < _MAX_IDLE:
+                self._idle.append(conn)
+                return
+        _quit(conn)
+
+    def _forget_connections(self) -> None:
+        """In a forked child: drop the parent's connections unused and unclosed (closing would end its sessions)."""
+        self._lock = threading.Lock()  # a parent thread may have held it at fork time
+        self._idle = []
+
+    def _run(self, op: Op[T]) -> T:
+        """Run *op* on a connection; replay it if the connection was dead, or InnoDB chose it to break a deadlock.
+
+        Replaying once on a fresh connection is safe because every operation
+        here is one statement, or one transaction, that may run twice: a
+        load, touch, destroy, update or prune done twice does what it did
+        once; a create makes a session whose ID no other request knows yet; a
+        rename and destroy_user say in their own code how a replay ends. Only
+        a connection taken from the idle list is replaced: one just opened
+        that fails is a server that is down, and a read that timed out may
+        still be running. A deadlock victim's transaction was rolled back
+        whole, so nothing of it is repeated; it is replayed after a short
+        random pause, which lets the transaction that won finish first.
+        """
+        conn: Connection[Cursor] | None
+        conn, fresh = self._checkout()
+        replayed = reconnected = created = False
+        deadlocks = 0
+        try:
+            while True:
+                try:
+                    with conn.cursor() as cur:
+                        return op(cur, replayed)
+                except pymysql.err.MySQLError as exc:
+                    code = _code(exc)
+                    if code == ER.NO_SUCH_TABLE and self.create and not created:
+                        created = True  # first use, or dropped since: make it and go on
+                        with conn.cursor() as cur:
+                            cur.execute(self._sql_create_table)
+                        continue
+                    lost = _lost(exc)
+                    if lost or _timed_out(exc):
+                        _quit(conn)
+                        conn = None
+                    if lost and not fresh and not reconnected:
+                        log.warning("MySQLStore: lost a connection to %s; retrying on a fresh one", self._where)
+                        conn, fresh = self._checkout()
+                        reconnected = replayed = True
+                    elif code == ER.LOCK_DEADLOCK and conn is not None and deadlocks < _DEADLOCK_REPLAYS:
+                        deadlocks += 1
+                        replayed = True
+                        time.sleep(random.uniform(0, 0.004 * deadlocks))
+                    else:
+                        raise
+        finally:
+            if conn is not None:
+                self._checkin(conn)
+
+    # -- errors ---------------------------------------------------------------------------
+
+    def _failure(self, action: str, exc: BaseException) -> StoreError:
+        """A StoreError naming the server and what failed, never a password or a session key."""
+        code, reason, where = _code(exc), _message(exc), self._where
+        if code in _TIMEOUTS or _timed_out(exc):
+            return StoreTimeoutError(
+                f"MySQLStore: MySQL at {where} did not finish {action} in time (lock_wait_timeout="
+                f"{self.lock_wait_timeout}s, read_timeout={self.read_timeout:g}s): {reason}"
+            )
+        if code in _FULL or (code == ER.GET_ERRNO and "28" in reason):
+            return StoreFullError(f"MySQLStore: MySQL at {where} is out of space ({action}): {reason}")
+        if code == ER.NO_SUCH_TABLE:
+            return StoreUnavailableError(
+                f"MySQLStore: table {self.table!r} does not exist in MySQL at {where} ({action}); "
+                "it is made on first use unless create=False"
+            )
+        if code in _UNREACHABLE or _lost(exc) or not isinstance(exc, pymysql.err.MySQLError):
+            return StoreUnavailableError(f"MySQLStore: cannot reach MySQL at {where} ({action}): {reason}")
+        return StoreError(f"MySQLStore: MySQL at {where} failed {action} on table {self.table!r}: {reason}")
+
+
+def _rollback(cur: Cursor) -> None:
+    with contextlib.suppress(pymysql.err.MySQLError):  # the connection is gone: the server rolls back on its own
+        cur.execute("ROLLBACK")
+
+
+def _quit(conn: Connection[Cursor]) -> None:
+    with contextlib.suppress(pymysql.err.MySQLError):  # already closed
+        conn.close()
+
+
+# Every store, so that a forked child drops the parent's connections before
+# any thread of its own runs (no lock can be found held).
+_instances: weakref.WeakSet[MySQLStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_instances):
+        store._forget_connections()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork()
+    os.register_at_fork(after_in_child=_after_fork_in_child)
