@@ -26,7 +26,23 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 #: Distributions whose versions go into every result file.
-PACKAGES = ("wsgisession", "beaker", "webob", "redis", "sqlalchemy", "psycopg", "psycopg-pool", "gunicorn")
+PACKAGES = (
+    "wsgisession",
+    "beaker",
+    "webob",
+    "redis",
+    "hiredis",
+    "sqlalchemy",
+    "psycopg",
+    "psycopg-pool",
+    "gunicorn",
+    "flask",
+    "flask-session",
+    "flask-sqlalchemy",
+    "cachelib",
+    "msgspec",
+    "django",
+)
 
 
 def cpu_model() -> str:

@@ -1,23 +1,31 @@
-"""wsgisession against Beaker's SessionMiddleware and the bare app, in process, store by store.
+"""wsgisession beside Beaker, Flask-Session, Django's session engines and the bare app, in process, store by store.
 
-Every peer runs the same application body behind its own session middleware,
+Every peer runs the same application body behind its own session machinery,
 driven directly through WSGI with a prepared environ (no HTTP, no server):
 
 * ``login``  -- no cookie in: a new session, two keys written, a cookie out;
 * ``read``   -- a valid cookie in: one key read, nothing written;
 * ``update`` -- a valid cookie in: one key read and written back.
 
+Peers: ``bare`` (the body on a dict) and ``wsgisession`` (with durability
+variants on file and SQLite), ``beaker``; in a Flask app, ``flask-bare``,
+``wsgisession-flask`` and ``flask-session`` (peers_flask.py); in a Django
+project of its own process, ``django-bare`` and ``django`` (peers_django.py);
+and ``floor``, the store operations the workload cannot avoid plus one HMAC
+(floors.py). A peer's added time is over its own framework's bare app.
+
 Each (store, workload) pair is measured in rounds: in every round each peer
 serves N requests (N sized from a calibration run so that one batch takes
 about ``--round-seconds``), the peers taking turns in a rotating order. The
 reported figure for a peer is the median over rounds of its time per request;
-each comparison (speed-up over Beaker, microseconds added over the bare app)
-is the median of the per-round ratios or differences, so both sides of it
-come from the same rounds of the same run.
+each comparison (microseconds added over the bare app, multiples of the
+floor, ratios between peers) is the median of the per-round differences or
+ratios, so both sides of it come from the same rounds of the same run.
 
-    python benchmarks/compare.py                       # all stores, ~2 minutes
-    python benchmarks/compare.py --stores memory,file  # some stores
-    python benchmarks/compare.py --quick               # a smoke run (seconds)
+    python benchmarks/compare.py                              # all stores and peers, ~5 minutes
+    python benchmarks/compare.py --stores memory,file         # some stores
+    python benchmarks/compare.py --peers beaker,django        # some peers (bare, wsgisession, floor always run)
+    python benchmarks/compare.py --quick                      # a smoke run (seconds)
 """
 
 from __future__ import annotations
@@ -30,23 +38,35 @@ import secrets
 import shutil
 import sys
 import tempfile
-import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import _bench
+import floors
+import peers_django
+import peers_flask
+from _peer import (
+    POSTGRES_URL,
+    REDIS_URL,
+    SECRET,
+    WORKLOADS,
+    AppPeer,
+    Peer,
+    Resources,
+    Skipped,
+    fresh_dict,
+    handle,
+    redis_delete,
+)
 
 from wsgisession import SessionMiddleware, get_session
 from wsgisession.stores.file import FileStore
 from wsgisession.stores.memory import MemoryStore
 from wsgisession.stores.sqlite import SQLiteStore
 
-STORES = ("memory", "file", "sqlite", "redis")
-WORKLOADS = ("login", "read", "update")
-REDIS_URL = os.environ.get("WSGISESSION_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-SECRET = "benchmark-secret-" + "0123456789abcdef" * 3
+STORES = ("memory", "file", "sqlite", "redis", "postgres")
+PEERS = ("beaker", "flask-session", "django")
 
 #: Beaker as configured for every store: the settings that make it fastest while
 #: still doing the same job (signed cookie, data on the server, explicit save).
@@ -65,30 +85,18 @@ BEAKER_OPTIONS: dict[str, Any] = {
 }
 WSGISESSION_OPTIONS: dict[str, Any] = {"max_age": 86400, "cookie_name": "session"}
 
-# -- the application every peer runs --------------------------------------------------------
-
-
-def _handle(session: Any, path: str) -> bytes:
-    if path == "/login":
-        session["user"] = "alice"
-        session["n"] = 0
-        return b"in"
-    if path == "/read":
-        return session["user"].encode()
-    session["n"] = session["n"] + 1
-    return str(session["n"]).encode()
+# -- the WSGI apps --------------------------------------------------------------------------
 
 
 def bare_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
     """The body without any session middleware: a fresh dict stands in for the session."""
-    session: dict[str, Any] = {} if environ["PATH_INFO"] == "/login" else {"user": "alice", "n": 0}
-    body = _handle(session, environ["PATH_INFO"])
+    body = handle(fresh_dict(environ["PATH_INFO"]), environ["PATH_INFO"])
     start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
     return [body]
 
 
 def ours_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-    body = _handle(get_session(environ), environ["PATH_INFO"])
+    body = handle(get_session(environ), environ["PATH_INFO"])
     start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
     return [body]
 
@@ -96,101 +104,16 @@ def ours_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> lis
 def beaker_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
     session = environ["beaker.session"]
     path = environ["PATH_INFO"]
-    body = _handle(session, path)
+    body = handle(session, path)
     if path != "/read":
         session.save()  # Beaker (auto=False) writes only what the app asks it to
     start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
     return [body]
 
 
-BASE_ENVIRON: dict[str, Any] = {
-    "REQUEST_METHOD": "GET",
-    "SCRIPT_NAME": "",
-    "QUERY_STRING": "",
-    "SERVER_NAME": "127.0.0.1",
-    "SERVER_PORT": "8000",
-    "SERVER_PROTOCOL": "HTTP/1.1",
-    "REMOTE_ADDR": "127.0.0.1",
-    "HTTP_HOST": "127.0.0.1:8000",
-    "HTTP_USER_AGENT": "wsgisession-benchmark/1.0",
-    "wsgi.version": (1, 0),
-    "wsgi.url_scheme": "http",
-    "wsgi.multithread": False,
-    "wsgi.multiprocess": False,
-    "wsgi.run_once": False,
-}
-
-
-def _no_write(data: bytes) -> None:
-    pass
-
-
-def _start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
-    return _no_write
-
-
-def drive(app: Callable[..., Any], environ: dict[str, Any], n: int) -> float:
-    """Serve *n* requests the way a server would (copy environ, iterate, close); return the seconds."""
-    copy = environ.copy
-    start_response = _start_response
-    started = time.perf_counter()
-    for _ in range(n):
-        result = app(copy(), start_response)
-        for _chunk in result:
-            pass
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
-    return time.perf_counter() - started
-
-
-def call(app: Callable[..., Any], environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
-    """One request, returning status, headers and body (for set-up and checks)."""
-    seen: dict[str, Any] = {}
-
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
-        seen["status"], seen["headers"] = status, list(headers)
-        return _no_write
-
-    result = app(dict(environ), start_response)
-    try:
-        body = b"".join(result)
-    finally:
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
-    return seen["status"], seen["headers"], body
-
-
-def set_cookie(headers: list[tuple[str, str]]) -> str | None:
-    for name, value in headers:
-        if name.lower() == "set-cookie":
-            return value.strip().split(";", 1)[0]
-    return None
-
-
-# -- peers ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Peer:
-    """One contender: an app to drive and what makes it differ from the others."""
-
-    name: str
-    kind: str  # "bare", "wsgisession" or "beaker"
-    app: Callable[..., Any]
-    note: str = ""
-    patch: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
-    cleanup: list[Callable[[], None]] = field(default_factory=list)
-
-    def close(self) -> None:
-        for action in reversed(self.cleanup):
-            action()
-
-
 @contextlib.contextmanager
 def _no_fsync() -> Iterator[None]:
-    """Turn os.fsync and os.fdatasync into no-ops, to price FileStore's durability (Beaker never syncs)."""
+    """Turn os.fsync and os.fdatasync into no-ops, to price FileStore's durability (the peers never sync)."""
     real = os.fsync, os.fdatasync
     os.fsync = os.fdatasync = lambda fd: None
     try:
@@ -199,114 +122,134 @@ def _no_fsync() -> Iterator[None]:
         os.fsync, os.fdatasync = real
 
 
-class Setup:
-    """Builds the peers for one store, each on its own fresh storage, and cleans up after."""
+def _sqlalchemy_url(url: str) -> str:
+    """*url* (``postgresql://``) as SQLAlchemy spells it for psycopg 3."""
+    scheme, _, rest = url.partition("://")
+    return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else url
 
-    def __init__(self, store: str, tmp: str) -> None:
+
+# -- the peers of one store ---------------------------------------------------------------------
+
+
+class Setup:
+    """Builds the peers for one store and workload, each on its own fresh storage."""
+
+    def __init__(self, store: str, tmp: str, families: Iterable[str], tag: str) -> None:
         self.store = store
         self.tmp = tmp
-        self.redis_prefix = f"wsgisession-bench-{secrets.token_hex(4)}:"
-        self.notes: dict[str, Any] = {}
+        self.families = list(families)
+        self.tag = tag
 
-    def _dir(self, name: str) -> str:
-        return tempfile.mkdtemp(prefix=f"{name}-", dir=self.tmp)
+    def peers(self, workload: str) -> tuple[list[Peer], dict[str, str], Resources]:
+        """The peers (bare first, floor last), the families skipped with the reason, what to release after."""
+        res = Resources(self.tmp, f"{self.tag}_{workload}")
+        peers: list[Peer] = [AppPeer("bare", "bare", "the app body alone, a dict as its session", app=bare_app)]
+        peers += self._ours(res)
+        skipped: dict[str, str] = {}
+        builders: dict[str, Callable[[], list[Peer]]] = {
+            "beaker": lambda: self._beaker(res),
+            "flask-session": lambda: peers_flask.peers(
+                self.store, res, lambda label: self.ours_store(res, label)[0], WSGISESSION_OPTIONS
+            ),
+            "django": lambda: peers_django.peers(self.store, res),
+        }
+        for family in self.families:
+            try:
+                peers += builders[family]()
+            except Skipped as exc:
+                skipped[family] = str(exc)
+            except Exception as exc:  # a peer that cannot start must not cost the others their run
+                traceback.print_exc()
+                skipped[family] = f"{type(exc).__name__}: {exc}"
+        try:
+            table = res.table("floor") if self.store == "postgres" else ""
+            prefix = res.prefix("floor") if self.store == "redis" else ""
+            peers.append(floors.floor_for(self.store, tmp=self.tmp, table=table, prefix=prefix))
+        except Skipped as exc:
+            skipped["floor"] = str(exc)
+        return peers, skipped, res
 
-    def peers(self) -> list[Peer]:
-        peers = [Peer("bare", "bare", bare_app, "the app body alone, a dict as its session")]
-        peers += getattr(self, f"_ours_{self.store}")()
-        peers.append(getattr(self, f"_beaker_{self.store}")())
+    # wsgisession
+
+    def ours_store(self, res: Resources, label: str, **options: Any) -> tuple[Any, str]:
+        """A fresh store of this kind for wsgisession, and what it is."""
+        if self.store == "memory":
+            return MemoryStore(), "MemoryStore"
+        if self.store == "file":
+            return (
+                FileStore(res.dir(f"ours-{label}")),
+                "FileStore: an update overwrites a slot in place, then fdatasync; a new file is fsync'ed and renamed",
+            )
+        if self.store == "sqlite":
+            synchronous = options.get("synchronous", "NORMAL")
+            store = SQLiteStore(os.path.join(res.dir(f"ours-{label}"), "s.db"), **options)
+            return store, f"SQLiteStore: WAL, synchronous={synchronous}"
+        if self.store == "redis":
+            from wsgisession.stores.redis import RedisStore
+
+            prefix = res.prefix(f"ours-{label}")
+            return RedisStore(REDIS_URL, prefix=prefix), f"RedisStore at {REDIS_URL}, prefix {prefix!r}"
+        if self.store == "postgres":
+            from wsgisession.stores.postgres import PostgresStore
+
+            table = res.table(f"ours_{label}")
+            return PostgresStore(POSTGRES_URL, table=table), f"PostgresStore, table {table}"
+        raise ValueError(self.store)
+
+    def _ours_peer(self, res: Resources, name: str, note: str = "", **kw: Any) -> AppPeer:
+        options = {"synchronous": "FULL"} if name == "wsgisession-full" else {}
+        store, what = self.ours_store(res, name.replace("wsgisession", "wsgi"), **options)
+        app = SessionMiddleware(ours_app, secret=SECRET, store=store, **WSGISESSION_OPTIONS)
+        return AppPeer(name, "wsgisession", note or what, cleanup=[store.close], app=app, **kw)
+
+    def _ours(self, res: Resources) -> list[Peer]:
+        peers: list[Peer] = [self._ours_peer(res, "wsgisession")]
+        if self.store == "file":
+            note = "FileStore with os.fsync and os.fdatasync patched to no-ops: the price of durability, not a mode"
+            peers.append(self._ours_peer(res, "wsgisession-nofsync", note, patch=_no_fsync))
+        if self.store == "sqlite":
+            note = "SQLiteStore: WAL, synchronous=FULL (fsync per commit, like the peers' SQLite)"
+            peers.append(self._ours_peer(res, "wsgisession-full", note))
         return peers
 
-    def _ours(self, name: str, store: Any, note: str, **kw: Any) -> Peer:
-        app = SessionMiddleware(ours_app, secret=SECRET, store=store, **WSGISESSION_OPTIONS)
-        return Peer(name, "wsgisession", app, note, cleanup=[store.close], **kw)
+    # Beaker
 
-    def _beaker(self, note: str, **options: Any) -> Peer:
-        from beaker.middleware import SessionMiddleware as BeakerMiddleware
+    def _beaker(self, res: Resources) -> list[Peer]:
+        try:
+            from beaker.middleware import SessionMiddleware as BeakerMiddleware
+        except ImportError as exc:
+            raise Skipped("Beaker is not installed (pip install -e '.[bench]')") from exc
+        cleanup: list[Callable[[], None]] = []
+        if self.store == "memory":
+            from beaker.container import MemoryNamespaceManager
 
-        return Peer("beaker", "beaker", BeakerMiddleware(beaker_app, **BEAKER_OPTIONS, **options), note)
-
-    # memory
-
-    def _ours_memory(self) -> list[Peer]:
-        return [self._ours("wsgisession", MemoryStore(), "MemoryStore")]
-
-    def _beaker_memory(self) -> Peer:
-        from beaker.container import MemoryNamespaceManager
-
-        peer = self._beaker("type=memory", type="memory")
-        peer.cleanup.append(MemoryNamespaceManager.namespaces.clear)
-        return peer
-
-    # file
-
-    def _ours_file(self) -> list[Peer]:
-        return [
-            self._ours(
-                "wsgisession",
-                FileStore(self._dir("ours-file")),
-                "FileStore: an update overwrites a slot in place, then fdatasync; a new file is fsync'ed and renamed",
-            ),
-            self._ours(
-                "wsgisession-nofsync",
-                FileStore(self._dir("ours-file-nofsync")),
-                "FileStore with os.fsync and os.fdatasync patched to no-ops: the price of durability, not a supported"
-                " mode",
-                patch=_no_fsync,
-            ),
-        ]
-
-    def _beaker_file(self) -> Peer:
-        base = self._dir("beaker-file")
-        return self._beaker(
-            "type=file, data_dir and lock_dir in a temp dir (writes without fsync)",
-            type="file",
-            data_dir=os.path.join(base, "data"),
-            lock_dir=os.path.join(base, "lock"),
-        )
-
-    # sqlite
-
-    def _ours_sqlite(self) -> list[Peer]:
-        return [
-            self._ours(
-                "wsgisession",
-                SQLiteStore(os.path.join(self._dir("ours-sqlite"), "s.db")),
-                "SQLiteStore: WAL, synchronous=NORMAL (the default)",
-            ),
-            self._ours(
-                "wsgisession-full",
-                SQLiteStore(os.path.join(self._dir("ours-sqlite-full"), "s.db"), synchronous="FULL"),
-                "SQLiteStore: WAL, synchronous=FULL (fsync per commit, like Beaker's SQLite below)",
-            ),
-        ]
-
-    def _beaker_sqlite(self) -> Peer:
-        url = "sqlite:///" + os.path.join(self._dir("beaker-sqlite"), "b.db")
-        peer = self._beaker(
-            "type=ext:database (SQLAlchemy, pysqlite: journal_mode=DELETE, synchronous=FULL); no lock_dir",
-            type="ext:database",
-            url=url,
-        )
-        peer.cleanup.append(lambda: _dispose_beaker_engine(url))
-        return peer
-
-    # redis
-
-    def _ours_redis(self) -> list[Peer]:
-        from wsgisession.stores.redis import RedisStore
-
-        store = RedisStore(REDIS_URL, prefix=self.redis_prefix)
-        peer = self._ours("wsgisession", store, f"RedisStore at {REDIS_URL}, prefix {self.redis_prefix!r}")
-        peer.cleanup.insert(0, lambda: _redis_delete(self.redis_prefix + "*"))
-        return [peer]
-
-    def _beaker_redis(self) -> Peer:
-        peer = self._beaker(
-            f"type=ext:redis, url={REDIS_URL} (one GET or SET of a pickled value)", type="ext:redis", url=REDIS_URL
-        )
-        peer.cleanup.append(lambda: _redis_delete("beaker_cache:*"))
-        return peer
+            note, options = "type=memory", {"type": "memory"}
+            cleanup.append(MemoryNamespaceManager.namespaces.clear)
+        elif self.store == "file":
+            base = res.dir("beaker-file")
+            note = "type=file, data_dir and lock_dir in a temp dir (writes without fsync)"
+            options = {"type": "file", "data_dir": os.path.join(base, "data"), "lock_dir": os.path.join(base, "lock")}
+        elif self.store in ("sqlite", "postgres"):
+            try:
+                import sqlalchemy  # noqa: F401
+            except ImportError as exc:
+                raise Skipped("SQLAlchemy is not installed (Beaker's ext:database needs it)") from exc
+            if self.store == "sqlite":
+                url = "sqlite:///" + os.path.join(res.dir("beaker-sqlite"), "b.db")
+                note = "type=ext:database (SQLAlchemy, pysqlite: journal_mode=DELETE, synchronous=FULL); no lock_dir"
+                options = {"type": "ext:database", "url": url}
+            else:
+                url = _sqlalchemy_url(POSTGRES_URL)
+                table = res.table("beaker")
+                note = f"type=ext:database (SQLAlchemy, psycopg), table {table}; no lock_dir"
+                options = {"type": "ext:database", "url": url, "table_name": table}
+            cleanup.append(lambda: _dispose_beaker_engine(url))
+        else:
+            note = f"type=ext:redis, url={REDIS_URL} (one GET or SET of a pickled value)"
+            options = {"type": "ext:redis", "url": REDIS_URL}
+            cleanup.append(lambda: redis_delete("beaker_cache:*"))
+        app = BeakerMiddleware(beaker_app, **BEAKER_OPTIONS, **options)
+        return [AppPeer("beaker", "beaker", note, versus="wsgisession", cleanup=cleanup, app=app)]
 
 
 def _dispose_beaker_engine(url: str) -> None:
@@ -318,23 +261,6 @@ def _dispose_beaker_engine(url: str) -> None:
         engine.dispose()
     for key in [k for k in DatabaseNamespaceManager.tables.dict if k.startswith(url)]:
         del DatabaseNamespaceManager.tables.dict[key]
-
-
-def _redis_delete(pattern: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        batch = []
-        for name in client.scan_iter(match=pattern, count=1000):
-            batch.append(name)
-            if len(batch) >= 1000:
-                client.delete(*batch)
-                batch.clear()
-        if batch:
-            client.delete(*batch)
-    finally:
-        client.close()
 
 
 def redis_problem() -> str | None:
@@ -353,76 +279,55 @@ def redis_problem() -> str | None:
     return None
 
 
+def postgres_problem() -> str | None:
+    """Why the PostgreSQL benchmarks cannot run, or None if they can."""
+    try:
+        import psycopg
+        import psycopg_pool  # noqa: F401
+    except ImportError:
+        return "psycopg or psycopg_pool is not installed (pip install -e '.[bench]')"
+    try:
+        with psycopg.connect(POSTGRES_URL, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return f"PostgreSQL at {POSTGRES_URL} does not answer: {exc}"
+    return None
+
+
 # -- one workload -----------------------------------------------------------------------------
 
 
-def environ_for(peer: Peer, workload: str) -> dict[str, Any]:
-    """The environ every request of *workload* gets; for read and update, with a live session's cookie."""
-    environ = dict(BASE_ENVIRON, PATH_INFO=f"/{workload}")
-    if workload == "login" or peer.kind == "bare":
-        return environ
-    status, headers, _ = call(peer.app, dict(BASE_ENVIRON, PATH_INFO="/login"))
-    cookie = set_cookie(headers)
-    if not status.startswith("200") or cookie is None:
-        raise RuntimeError(f"{peer.name}: a login request set no cookie ({status}, {headers})")
-    environ["HTTP_COOKIE"] = cookie
-    return environ
-
-
-def check(peer: Peer, workload: str, environ: dict[str, Any]) -> None:
-    """Make sure the peer really does the workload before timing it."""
-    status, headers, body = call(peer.app, environ)
-    cookie = set_cookie(headers)
-    problem = None
-    if not status.startswith("200"):
-        problem = f"status {status}"
-    elif workload == "login" and peer.kind != "bare" and cookie is None:
-        problem = "no cookie set by a login"
-    elif workload == "read" and body != b"alice":
-        problem = f"read {body!r}, not the session's user"
-    elif workload == "read" and peer.kind == "wsgisession" and cookie is not None:
-        problem = "a read-only request set a cookie"
-    elif workload == "update" and peer.kind != "bare":
-        _, _, again = call(peer.app, environ)
-        if int(again) != int(body) + 1:
-            problem = f"update did not persist ({body!r} then {again!r})"
-    if problem:
-        raise RuntimeError(f"{peer.name}/{workload}: {problem}")
-
-
-def calibrate(peer: Peer, environ: dict[str, Any], target: float, min_n: int, max_n: int) -> int:
-    """How many requests make one batch of about *target* seconds."""
-    n, elapsed = 4, 0.0
-    while True:
-        elapsed = drive(peer.app, environ, n)
-        if elapsed >= min(0.05, target / 2) or n >= max_n:
-            break
-        n *= 4
-    per_request = elapsed / n
-    return max(min_n, min(max_n, round(target / per_request)))
+def _median_ratio(numerators: list[float], denominators: list[float]) -> float | None:
+    ratios = [n / d for n, d in zip(numerators, denominators, strict=True) if d > 0]
+    return round(_bench.median(ratios), 3) if ratios else None
 
 
 def run_workload(
     peers: list[Peer], workload: str, rounds: int, target: float, min_n: int, max_n: int
 ) -> dict[str, Any]:
-    environs = {}
-    sizes = {}
-    for peer in peers:
-        with peer.patch():
-            environs[peer.name] = environ_for(peer, workload)
-            check(peer, workload, environs[peer.name])
-            sizes[peer.name] = calibrate(peer, environs[peer.name], target, min_n, max_n)
+    sizes = {peer.name: peer.prepare(workload, target, min_n, max_n) for peer in peers}
     per_round: dict[str, list[float]] = {peer.name: [] for peer in peers}
     for r in range(rounds):
         order = peers[r % len(peers) :] + peers[: r % len(peers)]
         for peer in order:
             gc.collect()
-            with peer.patch():
-                seconds = drive(peer.app, environs[peer.name], sizes[peer.name])
+            seconds = peer.run(sizes[peer.name])
             per_round[peer.name].append(seconds / sizes[peer.name] * 1e6)
+    return summarize(peers, workload, sizes, per_round)
 
-    bare = per_round["bare"]
-    beaker = per_round.get("beaker")
+
+def summarize(
+    peers: list[Peer], workload: str, sizes: dict[str, int], per_round: dict[str, list[float]]
+) -> dict[str, Any]:
+    """Each peer's entry: its timings, and its comparisons, round by round then the median."""
+    by_name = {peer.name: peer for peer in peers}
+    added = {
+        p.name: [t - b for t, b in zip(per_round[p.name], per_round[p.baseline], strict=True)]
+        for p in peers
+        if p.kind not in ("bare", "floor") and p.baseline in per_round
+    }
+    floor = by_name.get("floor")
+    floor_ops = [ops for ops, _ in floor.parts] if isinstance(floor, floors.Floor) else None  # without the HMAC
     result: dict[str, Any] = {"workload": workload, "peers": {}}
     for peer in peers:
         us = per_round[peer.name]
@@ -433,46 +338,78 @@ def run_workload(
             "us_per_request_rounds": [round(v, 3) for v in us],
             "us_per_request": round(_bench.median(us), 3),
             "requests_per_second": round(1e6 / _bench.median(us), 1),
+            **peer.extra(),
         }
-        if peer.kind != "bare":
-            entry["added_us_vs_bare"] = round(_bench.median([p - b for p, b in zip(us, bare, strict=True)]), 3)
-        if beaker is not None and peer.kind == "wsgisession":
-            entry["speedup_vs_beaker"] = round(_bench.median([b / p for p, b in zip(us, beaker, strict=True)]), 3)
+        if peer.name in added:
+            entry["baseline"] = peer.baseline
+            entry["added_us_vs_bare"] = round(_bench.median(added[peer.name]), 3)
+            if floor_ops is not None:
+                entry["x_floor"] = _median_ratio(added[peer.name], per_round["floor"])
+                entry["x_store_ops"] = _median_ratio(added[peer.name], floor_ops)
+            if peer.versus in added:
+                entry["overhead_vs_wsgisession"] = _median_ratio(added[peer.name], added[peer.versus])
+        # Time ratios only where both sides run in the same framework.
+        if "beaker" in by_name and peer.kind == "wsgisession" and peer.baseline == "bare":
+            entry["speedup_vs_beaker"] = _median_ratio(per_round["beaker"], us)
+        if "flask-session" in by_name and peer.name == "wsgisession-flask":
+            entry["speedup_vs_flask_session"] = _median_ratio(per_round["flask-session"], us)
         result["peers"][peer.name] = entry
     return result
 
 
-def run_store(store: str, args: argparse.Namespace, tmp: str) -> dict[str, Any]:
-    setup = Setup(store, tmp)
+def run_store(store: str, args: argparse.Namespace, tmp: str, tag: str) -> dict[str, Any]:
+    setup = Setup(store, tmp, args.peers, tag)
+    result: dict[str, Any] = {"store": store}
+    if store == "file":
+        # What a durable write pays per sync here, beside peers that never sync.
+        result["fsync_us"] = floors.fsync_us(tmp)
+        print(f"file: one os.fsync of a small file just written takes {result['fsync_us']} µs here", flush=True)
     workloads = []
+    skipped_all: dict[str, str] = {}
     for workload in args.workloads:
-        peers = setup.peers()
+        peers, skipped, res = setup.peers(workload)
+        for family, reason in skipped.items():
+            if family not in skipped_all:
+                print(f"{store}: {family} skipped ({reason})", file=sys.stderr, flush=True)
+            skipped_all.setdefault(family, reason)
         try:
             workloads.append(run_workload(peers, workload, args.rounds, args.round_seconds, args.min_n, args.max_n))
         finally:
             for peer in peers:
-                peer.close()
+                try:
+                    peer.close()
+                except Exception:  # what the others made must still be removed
+                    traceback.print_exc()
+            res.release()
         print_rows(store, [workloads[-1]])
-    return {"store": store, "workloads": workloads}
+    if skipped_all:
+        result["skipped_peers"] = skipped_all
+    result["workloads"] = workloads
+    return result
 
 
 # -- output ---------------------------------------------------------------------------------
 
-HEADERS = ("store", "workload", "peer", "µs/req", "req/s", "+µs vs bare", "x Beaker")
+HEADERS = ("store", "workload", "peer", "µs/req", "req/s", "over", "+µs", "x floor", "x ours")
+
+
+def _x(value: float | None) -> str | None:
+    return None if value is None else f"{value:.2f}x"
 
 
 def rows_of(store: str, workloads: Iterable[dict[str, Any]]) -> Iterator[list[object]]:
     for w in workloads:
         for name, entry in w["peers"].items():
-            speedup = entry.get("speedup_vs_beaker")
             yield [
                 store,
                 w["workload"],
                 name,
                 entry["us_per_request"],
                 entry["requests_per_second"],
+                entry.get("baseline"),
                 entry.get("added_us_vs_bare"),
-                None if speedup is None else f"{speedup:.2f}x",
+                _x(entry.get("x_floor")),
+                _x(entry.get("overhead_vs_wsgisession")),
             ]
 
 
@@ -481,34 +418,65 @@ def print_rows(store: str, workloads: list[dict[str, Any]]) -> None:
     print(_bench.table(HEADERS, rows_of(store, workloads)), end="\n\n", flush=True)
 
 
+SUMMARY_HEADERS = (
+    "store",
+    "workload",
+    "bare µs",
+    "floor µs",
+    "ours +µs",
+    "x floor",
+    "Beaker +µs",
+    "ours in Flask +µs",
+    "Flask-Session +µs",
+    "Django +µs",
+)
+
+
 def summary(results: list[dict[str, Any]]) -> str:
     rows = []
+    notes = []
     for store in results:
-        if "workloads" not in store:
-            continue
-        for w in store["workloads"]:
-            ours = w["peers"].get("wsgisession", {})
-            beaker = w["peers"].get("beaker", {})
+        for w in store.get("workloads", []):
+            peers = w["peers"]
+
+            def added(name: str, peers: dict[str, Any] = peers) -> float | None:
+                return peers.get(name, {}).get("added_us_vs_bare")
+
+            ours = peers.get("wsgisession", {})
             rows.append(
                 [
                     store["store"],
                     w["workload"],
-                    w["peers"]["bare"]["us_per_request"],
-                    ours.get("us_per_request"),
-                    beaker.get("us_per_request"),
+                    peers["bare"]["us_per_request"],
+                    peers.get("floor", {}).get("us_per_request"),
                     ours.get("added_us_vs_bare"),
-                    beaker.get("added_us_vs_bare"),
-                    None if "speedup_vs_beaker" not in ours else f"{ours['speedup_vs_beaker']:.2f}x",
+                    _x(ours.get("x_floor")),
+                    added("beaker"),
+                    added("wsgisession-flask"),
+                    added("flask-session"),
+                    added("django"),
                 ]
             )
-    headers = ("store", "workload", "bare µs", "ours µs", "Beaker µs", "ours +µs", "Beaker +µs", "ours vs Beaker")
-    return _bench.table(headers, rows)
+            if store["store"] == "redis" and w["workload"] == "read" and "x_store_ops" in ours:
+                hgetall = peers["floor"]["store_ops_us"]
+                notes.append(
+                    f"redis read: wsgisession adds {ours['added_us_vs_bare']:.1f} µs, {ours['x_store_ops']:.2f}x one "
+                    f"HGETALL through redis-py ({hgetall:.1f} µs)"
+                )
+        if "fsync_us" in store:
+            notes.append(f"file: one os.fsync of a small file just written: {store['fsync_us']} µs")
+    return "\n".join([_bench.table(SUMMARY_HEADERS, rows), *notes])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--stores", default=",".join(STORES), help=f"comma-separated, from {','.join(STORES)}")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated, from {','.join(WORKLOADS)}")
+    parser.add_argument(
+        "--peers",
+        default=",".join(PEERS),
+        help=f"comma-separated, from {','.join(PEERS)} (bare, wsgisession and the floor always run)",
+    )
     parser.add_argument("--rounds", type=int, default=7, help="rounds per workload (default 7)")
     parser.add_argument(
         "--round-seconds", type=float, default=0.3, help="target length of one peer's batch in a round (default 0.3)"
@@ -527,9 +495,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    for value, known, what in ((args.stores, STORES, "store"), (args.workloads, WORKLOADS, "workload")):
+    args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    for value, known, what in (
+        (args.stores, STORES, "store"),
+        (args.workloads, WORKLOADS, "workload"),
+        (args.peers, PEERS, "peer"),
+    ):
         unknown = sorted(set(value) - set(known))
-        if unknown or not value:
+        if unknown or (not value and what != "peer"):
             parser.error(f"unknown {what}(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(known)}")
     if args.quick:
         args.rounds, args.round_seconds, args.min_n, args.max_n = 3, 0.002, 2, 20
@@ -550,20 +523,19 @@ def profile(spec: str, args: argparse.Namespace) -> int:
         print(f"--profile wants STORE:WORKLOAD, e.g. memory:update (not {spec!r})", file=sys.stderr)
         return 2
     tmp = tempfile.mkdtemp(prefix="wsgisession-bench-", dir=args.tmpdir)
-    peers = [p for p in Setup(store, tmp).peers() if p.kind != "beaker"]
+    res = Resources(tmp, f"bench_{secrets.token_hex(4)}_profile")
+    ours = Setup(store, tmp, (), res.tag)._ours_peer(res, "wsgisession")
     try:
-        ours = next(p for p in peers if p.name == "wsgisession")
-        environ = environ_for(ours, workload)
-        n = 50 if args.quick else calibrate(ours, environ, 2.0, 20, 200_000)
+        n = ours.prepare(workload, 0.01 if args.quick else 2.0, 20, 50 if args.quick else 200_000)
         profiler = cProfile.Profile()
         profiler.enable()
-        drive(ours.app, environ, n)
+        ours.run(n)
         profiler.disable()
         print(f"wsgisession, {store}, {workload}: {n:,} requests under cProfile (times inflated by the profiler)")
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(25)
     finally:
-        for peer in peers:
-            peer.close()
+        ours.close()
+        res.release()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
@@ -573,11 +545,6 @@ def main(argv: list[str] | None = None) -> int:
     _bench.exit_cleanly_on_sigterm()
     if args.profile:
         return profile(args.profile, args)
-    try:
-        import beaker  # noqa: F401
-    except ImportError:
-        print("Beaker is not installed: pip install -e '.[bench]'", file=sys.stderr)
-        return 2
     document = _bench.new_document(
         "compare",
         {
@@ -586,20 +553,30 @@ def main(argv: list[str] | None = None) -> int:
             "round_seconds": args.round_seconds,
             "stores": args.stores,
             "workloads": args.workloads,
+            "peers": args.peers,
             "statistic": "median over rounds; ratios and differences are per round, then the median",
             "beaker_options": {k: ("***" if k == "secret" else v) for k, v in BEAKER_OPTIONS.items()},
+            "flask_session_config": {
+                k: (v.total_seconds() if hasattr(v, "total_seconds") else v)
+                for k, v in peers_flask.FLASK_SESSION_CONFIG.items()
+            },
             "wsgisession_options": WSGISESSION_OPTIONS,
+            "floor": "the workload's store operations with the store's client library, plus one HMAC-SHA256 of "
+            "43 bytes; see benchmarks/floors.py",
             "redis_url": REDIS_URL,
+            "postgres_url": POSTGRES_URL,
         },
     )
     tmp = tempfile.mkdtemp(prefix="wsgisession-bench-", dir=args.tmpdir)
+    tag = f"bench_{secrets.token_hex(4)}"
+    problems = {"redis": redis_problem, "postgres": postgres_problem}
     try:
         for store in args.stores:
-            if store == "redis" and (problem := redis_problem()) is not None:
+            if store in problems and (problem := problems[store]()) is not None:
                 _bench.skip(document, store, problem)
                 continue
             try:
-                document["results"].append(run_store(store, args, tmp))
+                document["results"].append(run_store(store, args, tmp, tag))
             except Exception as exc:  # one broken store must not lose the others' results
                 traceback.print_exc()
                 document["results"].append({"store": store, "error": f"{type(exc).__name__}: {exc}"})

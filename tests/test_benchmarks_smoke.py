@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import unavailable
+from tests.servers import require_postgres, require_redis, unavailable
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -28,8 +28,10 @@ def require(module: str, why: str) -> None:
         unavailable(f"{module} is not installed: {why}")
 
 
-def run(script: str, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> str:
-    """Run a benchmark script to completion; return what it wrote on stderr."""
+def run(
+    script: str, *args: str, timeout: float = 120, env: dict[str, str] | None = None, capture: str = "stderr"
+) -> str:
+    """Run a benchmark script to completion; return what it wrote on stderr (or stdout)."""
     completed = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), *args],
         capture_output=True,
@@ -39,7 +41,7 @@ def run(script: str, *args: str, timeout: float = 120, env: dict[str, str] | Non
         env=None if env is None else {**os.environ, **env},
     )
     assert completed.returncode == 0, f"{script} exited {completed.returncode}:\n{completed.stdout}\n{completed.stderr}"
-    return completed.stderr
+    return completed.stdout if capture == "stdout" else completed.stderr
 
 
 def check_machine(document: dict[str, Any]) -> None:
@@ -49,46 +51,136 @@ def check_machine(document: dict[str, Any]) -> None:
     assert machine["date"]
 
 
-def test_compare(tmp_path: Path) -> None:
-    require("beaker", "the comparison runs Beaker's SessionMiddleware (pip install -e '.[bench]')")
-    require("sqlalchemy", "Beaker's ext:database backend needs SQLAlchemy")
-    out = tmp_path / "compare.json"
-    run("compare.py", "--quick", "--stores", "memory,sqlite", "--json", str(out))
-    document = json.loads(out.read_text())
+#: The peers each store has when every library is installed and every server answers.
+PEERS_OF = {
+    "memory": {"bare", "wsgisession", "beaker", "floor"},
+    "file": {"bare", "wsgisession", "wsgisession-nofsync", "beaker", "flask-bare", "wsgisession-flask", "flask-session"}
+    | {"django-bare", "django", "floor"},
+    "sqlite": {"bare", "wsgisession", "wsgisession-full", "beaker", "flask-bare", "wsgisession-flask", "flask-session"}
+    | {"django-bare", "django", "floor"},
+    "redis": {"bare", "wsgisession", "beaker", "flask-bare", "wsgisession-flask", "flask-session", "django-bare"}
+    | {"django", "floor"},
+    "postgres": {"bare", "wsgisession", "beaker", "flask-bare", "wsgisession-flask", "flask-session", "django-bare"}
+    | {"django", "floor"},
+}
+BASELINES = {"flask-session": "flask-bare", "wsgisession-flask": "flask-bare", "django": "django-bare"}
+
+
+def require_peers() -> None:
+    for module in ("beaker", "sqlalchemy", "flask_session", "flask_sqlalchemy", "cachelib", "django"):
+        require(module, "compare.py's peers (pip install -e '.[bench]')")
+
+
+def check_compare(document: dict[str, Any], stores: list[str]) -> None:
+    """The shape of a compare.py run on *stores*, every peer present and measured."""
     assert document["benchmark"] == "compare"
     check_machine(document)
     assert document["config"]["quick"] is True
     assert document["config"]["beaker_options"]["secret"] == "***"  # never the secret itself
-    assert [r["store"] for r in document["results"]] == ["memory", "sqlite"]
+    assert [r["store"] for r in document["results"]] == stores
     for store in document["results"]:
+        assert "skipped_peers" not in store, store["skipped_peers"]
         assert [w["workload"] for w in store["workloads"]] == ["login", "read", "update"]
         for workload in store["workloads"]:
             peers = workload["peers"]
-            assert {"bare", "wsgisession", "beaker"} <= set(peers)
+            assert set(peers) == PEERS_OF[store["store"]]
             for name, peer in peers.items():
                 assert peer["us_per_request"] > 0 and peer["requests_per_second"] > 0
                 assert len(peer["us_per_request_rounds"]) == document["config"]["rounds"]
-                if name != "bare":
+                if peer["kind"] not in ("bare", "floor"):
+                    assert peer["baseline"] == BASELINES.get(name, "bare")
                     assert isinstance(peer["added_us_vs_bare"], float)
+                    assert peer["x_floor"] is None or peer["x_floor"] > -1000
+            floor = peers["floor"]
+            assert floor["store_ops_us"] > 0 and floor["hmac_us"] > 0 and floor["ops"]
+            assert isinstance(peers["wsgisession"]["x_floor"], float)
             assert peers["wsgisession"]["speedup_vs_beaker"] > 0
+            if "flask-session" in peers:
+                assert peers["wsgisession-flask"]["speedup_vs_flask_session"] > 0
+                assert isinstance(peers["flask-session"]["overhead_vs_wsgisession"], float)
+            if "django" in peers:
+                assert isinstance(peers["django"]["overhead_vs_wsgisession"], float)
+        if store["store"] == "file":
+            assert store["fsync_us"] > 0
 
 
-def test_a_store_whose_server_does_not_answer_is_skipped_with_the_reason(tmp_path: Path) -> None:
-    require("beaker", "the comparison runs Beaker's SessionMiddleware (pip install -e '.[bench]')")
+def test_compare(tmp_path: Path) -> None:
+    """Every peer on the stores that need no server: Beaker, Flask-Session, Django, the floors."""
+    require_peers()
+    out = tmp_path / "compare.json"
+    stdout = run("compare.py", "--quick", "--stores", "memory,file,sqlite", "--json", str(out), capture="stdout")
+    document = json.loads(out.read_text())
+    check_compare(document, ["memory", "file", "sqlite"])
+    assert "one os.fsync of a small file just written" in stdout
+
+
+def test_compare_on_servers(tmp_path: Path) -> None:
+    """Every peer on Redis and PostgreSQL (skipped without them; a failure under WSGISESSION_REQUIRE_ALL=1)."""
+    require_peers()
+    env = {"WSGISESSION_BENCH_REDIS_URL": require_redis(), "WSGISESSION_BENCH_POSTGRES_URL": require_postgres()}
+    out = tmp_path / "compare.json"
+    stdout = run("compare.py", "--quick", "--stores", "redis,postgres", "--json", str(out), env=env, capture="stdout")
+    document = json.loads(out.read_text())
+    check_compare(document, ["redis", "postgres"])
+    read = document["results"][0]["workloads"][1]
+    assert read["workload"] == "read" and read["peers"]["floor"]["ops"] == "one HGETALL"
+    assert isinstance(read["peers"]["wsgisession"]["x_store_ops"], float)
+    assert "x one HGETALL" in stdout
+
+
+def test_compare_runs_only_the_peers_asked_for(tmp_path: Path) -> None:
+    require("django", "the run asks for the Django peers (pip install -e '.[bench]')")
+    out = tmp_path / "compare.json"
+    run("compare.py", "--quick", "--stores", "sqlite", "--workloads", "read", "--peers", "django", "--json", str(out))
+    [store] = json.loads(out.read_text())["results"]
+    [workload] = store["workloads"]
+    assert set(workload["peers"]) == {"bare", "wsgisession", "wsgisession-full", "django-bare", "django", "floor"}
+
+
+def test_a_peer_whose_library_is_missing_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    # Packages that fail to import, found before the installed ones (the Django worker inherits the path).
+    for name in ("flask_session", "django"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"raise ImportError('hidden', name={name!r})\n")
     out = tmp_path / "compare.json"
     stderr = run(
         "compare.py",
         "--quick",
         "--stores",
-        "redis",
+        "sqlite",
+        "--workloads",
+        "read",
         "--json",
         str(out),
-        env={"WSGISESSION_BENCH_REDIS_URL": "redis://127.0.0.1:1/0"},  # nothing listens on port 1
+        env={"PYTHONPATH": str(tmp_path)},
+    )
+    [store] = json.loads(out.read_text())["results"]
+    assert set(store["skipped_peers"]) == {"flask-session", "django"}
+    for family, reason in store["skipped_peers"].items():
+        assert "is not installed" in reason
+        assert f"sqlite: {family} skipped ({reason})" in stderr
+    assert set(store["workloads"][0]["peers"]) == {"bare", "wsgisession", "wsgisession-full", "beaker", "floor"}
+
+
+def test_a_store_whose_server_does_not_answer_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    out = tmp_path / "compare.json"
+    stderr = run(
+        "compare.py",
+        "--quick",
+        "--stores",
+        "redis,postgres",
+        "--json",
+        str(out),
+        env={  # nothing listens on port 1
+            "WSGISESSION_BENCH_REDIS_URL": "redis://127.0.0.1:1/0",
+            "WSGISESSION_BENCH_POSTGRES_URL": "postgresql://postgres@127.0.0.1:1/test",
+        },
     )
     document = json.loads(out.read_text())
-    [result] = document["results"]
-    assert result["store"] == "redis" and "127.0.0.1:1" in result["skipped"]
-    assert f"redis: skipped ({result['skipped']})" in stderr
+    assert [r["store"] for r in document["results"]] == ["redis", "postgres"]
+    for result in document["results"]:
+        assert "127.0.0.1:1" in result["skipped"]
+        assert f"{result['store']}: skipped ({result['skipped']})" in stderr
 
 
 def test_scaling(tmp_path: Path) -> None:

@@ -1,0 +1,328 @@
+"""The floor of each store and workload: what no session middleware on that store can avoid doing.
+
+A floor is the store operations a workload needs, done directly with the
+client library a store would use, plus one HMAC-SHA256 of a 43-byte value
+(the check of a signed session ID). It runs as a peer of the comparison, in
+the same rounds, so "x floor" (a middleware's added time over its floor) is a
+ratio within one round, as the others are.
+
+* read: one load -- a ``SELECT data FROM t WHERE key = ?`` (SQLite,
+  PostgreSQL), one ``HGETALL`` through redis-py's public client, one
+  ``open`` + ``read`` + ``close`` of a file, one ``dict`` lookup;
+* update: that load, then one write -- an ``UPDATE`` (autocommit), one
+  ``EVALSHA`` of a script that sets one hash field, a temp file written,
+  fsync'ed and renamed over the record, a ``dict`` store;
+* login: one create -- an ``INSERT`` (autocommit), that ``EVALSHA`` on a new
+  key, a temp file written, fsync'ed and renamed to a new name, a ``dict``
+  store of a new key.
+
+The SQLite floor uses the pragmas of SQLiteStore's default (WAL,
+``synchronous=NORMAL``); the records are the session's JSON, 22 bytes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import os
+import secrets
+import sqlite3
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from _peer import POSTGRES_URL, REDIS_URL, SECRET, Peer, Skipped, calibrate
+
+DATA = '{"user":"alice","n":0}'
+DATA_BYTES = DATA.encode()
+#: A session ID as a cookie carries it: 32 random bytes in URL-safe base64.
+SESSION_ID = secrets.token_urlsafe(32).encode()
+assert len(SESSION_ID) == 43
+
+
+def hmac_loop(n: int) -> float:
+    """Seconds for *n* HMAC-SHA256 of a 43-byte value (the one-shot C path, the fastest the stdlib has)."""
+    digest, key, msg = hmac.digest, SECRET.encode(), SESSION_ID
+    started = time.perf_counter()
+    for _ in range(n):
+        digest(key, msg, "sha256")
+    return time.perf_counter() - started
+
+
+def fsync_us(directory: str, count: int = 30) -> float:
+    """The median time of one os.fsync of a small file just written (what a durable write pays per sync)."""
+    path = os.path.join(directory, "fsync-probe")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    times = []
+    try:
+        for i in range(count):
+            os.pwrite(fd, DATA_BYTES + str(i).encode(), 0)
+            started = time.perf_counter()
+            os.fsync(fd)
+            times.append(time.perf_counter() - started)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return round(statistics.median(times) * 1e6, 1)
+
+
+@dataclass
+class Floor(Peer):
+    """The floor as a peer: each batch times the store operations, then as many HMACs."""
+
+    ops: dict[str, str] = field(default_factory=dict)
+    tmp: str = ""  # where a file or SQLite floor makes its directory
+    table: str = ""  # PostgreSQL: the caller drops it
+    prefix: str = ""  # Redis: the caller deletes the keys under it
+    workload: str = ""
+    parts: list[tuple[float, float]] = field(default_factory=list)
+    _counter: Any = field(default_factory=itertools.count)
+
+    def prepare(self, workload: str, target: float, min_n: int, max_n: int) -> int:
+        self.workload = workload
+        self.setup(workload)
+        n = calibrate(self.run, target, min_n, max_n)
+        self.parts.clear()
+        return n
+
+    def run(self, n: int) -> float:
+        timed: Callable[[int], float] = getattr(self, self.workload)
+        store_s = timed(n)
+        hmac_s = hmac_loop(n)
+        self.parts.append((store_s / n * 1e6, hmac_s / n * 1e6))
+        return store_s + hmac_s
+
+    def new_keys(self, n: int) -> list[str]:
+        """Keys no batch has used (made before the timing starts)."""
+        return [f"floor-{i}" for i in itertools.islice(self._counter, n)]
+
+    def extra(self) -> dict[str, Any]:
+        return {
+            "ops": self.ops[self.workload],
+            "store_ops_us_rounds": [round(s, 3) for s, _ in self.parts],
+            "store_ops_us": round(statistics.median(s for s, _ in self.parts), 3),
+            "hmac_us": round(statistics.median(h for _, h in self.parts), 3),
+        }
+
+    # Each store's floor: setup(workload), then login(n), read(n), update(n), each returning seconds.
+    def setup(self, workload: str) -> None:
+        raise NotImplementedError
+
+
+def _floor(cls: type[Floor], note: str, ops: dict[str, str], **kw: Any) -> Floor:
+    return cls(name="floor", kind="floor", note=note, ops=ops, **kw)
+
+
+class MemoryFloor(Floor):
+    def setup(self, workload: str) -> None:
+        self.d: dict[str, str] = {"k": DATA}
+
+    def login(self, n: int) -> float:
+        d, keys = self.d, self.new_keys(n)
+        started = time.perf_counter()
+        for key in keys:
+            d[key] = DATA
+        return time.perf_counter() - started
+
+    def read(self, n: int) -> float:
+        get = self.d.get
+        started = time.perf_counter()
+        for _ in range(n):
+            get("k")
+        return time.perf_counter() - started
+
+    def update(self, n: int) -> float:
+        d = self.d
+        get = d.get
+        started = time.perf_counter()
+        for _ in range(n):
+            get("k")
+            d["k"] = DATA
+        return time.perf_counter() - started
+
+
+class FileFloor(Floor):
+    def setup(self, workload: str) -> None:
+        self.dir = tempfile.mkdtemp(prefix="floor-file-", dir=self.tmp)
+        self.path = os.path.join(self.dir, "record")
+        self.tmp_path = os.path.join(self.dir, "record.tmp")
+        self._write(self.path)
+
+    def _write(self, path: str) -> None:
+        fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, DATA_BYTES)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(self.tmp_path, path)
+
+    def login(self, n: int) -> float:
+        write, paths = self._write, [os.path.join(self.dir, key) for key in self.new_keys(n)]
+        started = time.perf_counter()
+        for path in paths:
+            write(path)
+        return time.perf_counter() - started
+
+    def read(self, n: int) -> float:
+        path, flags = self.path, os.O_RDONLY
+        started = time.perf_counter()
+        for _ in range(n):
+            fd = os.open(path, flags)
+            os.read(fd, 65536)
+            os.close(fd)
+        return time.perf_counter() - started
+
+    def update(self, n: int) -> float:
+        path, flags, write = self.path, os.O_RDONLY, self._write
+        started = time.perf_counter()
+        for _ in range(n):
+            fd = os.open(path, flags)
+            os.read(fd, 65536)
+            os.close(fd)
+            write(path)
+        return time.perf_counter() - started
+
+
+class SQLiteFloor(Floor):
+    def setup(self, workload: str) -> None:
+        path = os.path.join(tempfile.mkdtemp(prefix="floor-sqlite-", dir=self.tmp), "f.db")
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("CREATE TABLE t (key TEXT PRIMARY KEY, data TEXT NOT NULL)")
+        self.conn.execute("INSERT INTO t (key, data) VALUES ('k', ?)", (DATA,))
+        self.cleanup.append(self.conn.close)
+
+    def login(self, n: int) -> float:
+        execute, keys = self.conn.execute, self.new_keys(n)
+        started = time.perf_counter()
+        for key in keys:
+            execute("INSERT INTO t (key, data) VALUES (?, ?)", (key, DATA))
+        return time.perf_counter() - started
+
+    def read(self, n: int) -> float:
+        execute = self.conn.execute
+        started = time.perf_counter()
+        for _ in range(n):
+            execute("SELECT data FROM t WHERE key = ?", ("k",)).fetchone()
+        return time.perf_counter() - started
+
+    def update(self, n: int) -> float:
+        execute = self.conn.execute
+        started = time.perf_counter()
+        for _ in range(n):
+            execute("SELECT data FROM t WHERE key = ?", ("k",)).fetchone()
+            execute("UPDATE t SET data = ? WHERE key = ?", (DATA, "k"))
+        return time.perf_counter() - started
+
+
+class PostgresFloor(Floor):
+    def setup(self, workload: str) -> None:
+        import psycopg
+        from psycopg import sql
+
+        self.conn = psycopg.connect(POSTGRES_URL, autocommit=True)
+        self.cleanup.append(self.conn.close)
+        table = sql.Identifier(self.table)
+        self.conn.execute(sql.SQL("CREATE TABLE {t} (key text PRIMARY KEY, data text NOT NULL)").format(t=table))
+        self.conn.execute(sql.SQL("INSERT INTO {t} (key, data) VALUES ('k', %s)").format(t=table), (DATA,))
+        self.q_insert = sql.SQL("INSERT INTO {t} (key, data) VALUES (%s, %s)").format(t=table).as_string(self.conn)
+        self.q_select = sql.SQL("SELECT data FROM {t} WHERE key = %s").format(t=table).as_string(self.conn)
+        self.q_update = sql.SQL("UPDATE {t} SET data = %s WHERE key = %s").format(t=table).as_string(self.conn)
+
+    def login(self, n: int) -> float:
+        execute, query, keys = self.conn.execute, self.q_insert, self.new_keys(n)
+        started = time.perf_counter()
+        for key in keys:
+            execute(query, (key, DATA))
+        return time.perf_counter() - started
+
+    def read(self, n: int) -> float:
+        execute, query = self.conn.execute, self.q_select
+        started = time.perf_counter()
+        for _ in range(n):
+            execute(query, ("k",)).fetchone()
+        return time.perf_counter() - started
+
+    def update(self, n: int) -> float:
+        execute, select, update = self.conn.execute, self.q_select, self.q_update
+        started = time.perf_counter()
+        for _ in range(n):
+            execute(select, ("k",)).fetchone()
+            execute(update, (DATA, "k"))
+        return time.perf_counter() - started
+
+
+#: The write every Redis floor makes: one field of one hash, through EVALSHA as RedisStore writes.
+REDIS_SCRIPT = "return redis.call('HSET', KEYS[1], 'd', ARGV[1])"
+
+
+class RedisFloor(Floor):
+    def setup(self, workload: str) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(REDIS_URL)
+        self.cleanup.append(self.client.close)
+        self.sha = self.client.script_load(REDIS_SCRIPT)
+        self.key = self.prefix + "k"
+        self.client.hset(self.key, "d", DATA)
+
+    def login(self, n: int) -> float:
+        evalsha, sha = self.client.evalsha, self.sha
+        keys = [self.prefix + key for key in self.new_keys(n)]
+        started = time.perf_counter()
+        for key in keys:
+            evalsha(sha, 1, key, DATA)
+        return time.perf_counter() - started
+
+    def read(self, n: int) -> float:
+        hgetall, key = self.client.hgetall, self.key
+        started = time.perf_counter()
+        for _ in range(n):
+            hgetall(key)
+        return time.perf_counter() - started
+
+    def update(self, n: int) -> float:
+        hgetall, evalsha, sha, key = self.client.hgetall, self.client.evalsha, self.sha, self.key
+        started = time.perf_counter()
+        for _ in range(n):
+            hgetall(key)
+            evalsha(sha, 1, key, DATA)
+        return time.perf_counter() - started
+
+
+def floor_for(store: str, *, tmp: str, table: str = "", prefix: str = "") -> Floor:
+    """The floor peer of *store*; *table* (PostgreSQL) and *prefix* (Redis) are the caller's to clean up."""
+    if store == "memory":
+        ops = {"login": "one dict store of a new key", "read": "one dict lookup", "update": "a lookup and a store"}
+        return _floor(MemoryFloor, "a Python dict", ops)
+    if store == "file":
+        write = "a temp file written, fsync'ed and renamed"
+        ops = {
+            "login": f"{write} to a new name",
+            "read": "one open+read+close",
+            "update": f"a read, then {write} over it",
+        }
+        return _floor(FileFloor, "os.open/os.read/os.write/os.fsync/os.rename of a 22-byte record", ops, tmp=tmp)
+    if store in ("sqlite", "postgres"):
+        select = "SELECT data FROM t WHERE key = ?"
+        ops = {"login": "one INSERT (autocommit)", "read": f"one {select}", "update": f"one {select}, one UPDATE"}
+        if store == "sqlite":
+            return _floor(SQLiteFloor, "sqlite3, WAL, synchronous=NORMAL (SQLiteStore's default)", ops, tmp=tmp)
+        try:
+            import psycopg  # noqa: F401
+        except ImportError as exc:
+            raise Skipped("psycopg is not installed") from exc
+        return _floor(PostgresFloor, f"psycopg, one connection in autocommit, table {table}", ops, table=table)
+    if store == "redis":
+        ops = {
+            "login": "one EVALSHA (HSET) on a new key",
+            "read": "one HGETALL",
+            "update": "one HGETALL, one EVALSHA (HSET)",
+        }
+        return _floor(RedisFloor, "redis-py's public client (hiredis parser when installed)", ops, prefix=prefix)
+    raise ValueError(f"no floor for store {store!r}")
