@@ -33,6 +33,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[tuple[str, SQLiteStore]]:
     store = SQLiteStore(tmp_path / "s.db")
+    store.load(store_key(new_id()))  # the app has opened it: the file and table exist
     yield f"sqlite:///{tmp_path}/s.db", store
     store.close()
 
@@ -130,6 +131,9 @@ def test_check_finds_problems(tmp_path: Path) -> None:
     assert "BAD  MemoryStore keeps sessions in one process" in result.stdout
     assert "BAD  cookie: secure=False" in result.stdout
     assert "short" not in result.stdout.replace("$SESSION_SECRET", "")
+    existing = SQLiteStore(tmp_path / "x.db")
+    existing.load(store_key(new_id()))
+    existing.close()
     missing = run("check", f"sqlite:///{tmp_path}/x.db", env={"SESSION_SECRET": ""})
     assert "BAD  secret: $SESSION_SECRET is not set" in missing.stdout
     bad_cookie = run(

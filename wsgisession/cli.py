@@ -28,7 +28,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 _URLS = (
     "Store URLs: memory://, file:///abs/dir, sqlite:///relative.db, sqlite:////abs/path.db, "
-    "redis://host:6379/0, postgresql://user@host/db."
+    "redis://host:6379/0, redis+cluster://host:port,host:port, redis+sentinel://host:port/service, "
+    "postgresql://user@host/db, mysql://user@host/db. No command creates a missing store."
 )
 _EXITS = (
     "Exit codes: 0 done, 1 the store failed (check: a problem was found), 2 bad usage, bad URL or unreachable store."
