@@ -494,6 +494,8 @@ class RedisStore(StoreBase):
 
     def _on_lane(self, command: Callable[[Any], Any]) -> Any:
         """``command(client)`` on a single-connection client of the store's own, or on its client if it has none."""
+        if self._closed:
+            raise StoreUnavailableError(f"RedisStore at {self._where} is closed")
         lanes = self._lanes
         if lanes is None:
             return command(self._client)
