@@ -152,6 +152,10 @@ class Evil:
         return (Path.touch, (self.marker,))
 
 
+_MYSQL_TABLES: set[str] = set()
+_mysql_admin: Any = None
+
+
 def plant(kind: str, store: Any, key: str, raw: bytes) -> None:
     """Write *raw* where *store* keeps a session's data, bypassing the store's own checks."""
     now = time.time()
@@ -198,8 +202,14 @@ def plant(kind: str, store: Any, key: str, raw: bytes) -> None:
         # The data column only takes valid JSON: the raw bytes go in as the
         # text of one value, which is what the store decodes.
         text = raw.decode("latin-1").replace("\x00", "")
-        store.load(key)  # makes sure the table exists
-        with servers.mysql_connect() as conn, conn.cursor() as cur:
+        if store.table not in _MYSQL_TABLES:
+            store.load(key)  # makes sure the table exists
+            _MYSQL_TABLES.add(store.table)
+        global _mysql_admin
+        if _mysql_admin is None or not _mysql_admin.open:
+            # One connection for every planted record: the fuzz plants thousands.
+            _mysql_admin = servers.mysql_connect()
+        with _mysql_admin.cursor() as cur:
             cur.execute(
                 f"REPLACE INTO `{store.table}` (`key`, data, created_at, expires_at) "
                 "VALUES (%s, JSON_OBJECT('x', %s), %s, %s)",
