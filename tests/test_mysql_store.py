@@ -512,29 +512,6 @@ def _rename(store: MySQLStore, old: str, new: str, **changes: Any) -> bool:
     return store.save(new, Update(set={"x": 1}, expires_at=_clock.now() + 60, replaces=old, **changes))
 
 
-def _at_once(*calls: Callable[[], Any]) -> list[Any]:
-    """Run *calls* in threads released at the same instant; return what each returned."""
-    barrier = threading.Barrier(len(calls))
-    results: list[Any] = [None] * len(calls)
-    errors: list[BaseException] = []
-
-    def run(i: int, call: Callable[[], Any]) -> None:
-        barrier.wait()
-        try:
-            results[i] = call()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    if errors:
-        raise errors[0]
-    return results
-
-
 @pytest.mark.parametrize("rival", ["destroy", "destroy_user", "rename"])
 def test_rename_racing_a_rival_from_another_connection(store: MySQLStore, url: str, rival: str) -> None:
     other = MySQLStore.from_url(url)
@@ -548,7 +525,7 @@ def test_rename_racing_a_rival_from_another_connection(store: MySQLStore, url: s
                 "destroy_user": partial(other.destroy_user, "alice"),
                 "rename": partial(_rename, other, old, rival_new),
             }
-            renamed, outcome = _at_once(partial(_rename, store, old, new), rivals[rival])
+            renamed, outcome = servers.at_once(partial(_rename, store, old, new), rivals[rival])
             assert store.load(old) is None
             new_live = store.load(new) is not None
             if rival == "destroy":
@@ -807,7 +784,7 @@ def test_a_thread_burst_leaves_a_bounded_number_of_idle_connections(
     store = MySQLStore.from_url(_as(login, mysql_url, table))
     try:
         key = _create(store, {})
-        _at_once(*[partial(store.save, key, Update(set={f"k{i}": i}, expires_at=2e9)) for i in range(24)])
+        servers.at_once(*[partial(store.save, key, Update(set={f"k{i}": i}, expires_at=2e9)) for i in range(24)])
         record = store.load(key)
         assert record is not None and len(record.data) == 24
         assert len(_connections(admin, login[0])) <= 16

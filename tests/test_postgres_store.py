@@ -930,29 +930,6 @@ def _rename(store: PostgresStore, old: str, new: str, **changes: Any) -> bool:
     return store.save(new, Update(set={"x": 1}, expires_at=_clock.now() + 60, replaces=old, **changes))
 
 
-def _at_once(*calls: Callable[[], Any]) -> list[Any]:
-    """Run *calls* in threads released at the same instant; return what each returned."""
-    barrier = threading.Barrier(len(calls))
-    results: list[Any] = [None] * len(calls)
-    errors: list[BaseException] = []
-
-    def run(i: int, call: Callable[[], Any]) -> None:
-        barrier.wait()
-        try:
-            results[i] = call()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
-    if errors:
-        raise errors[0]
-    return results
-
-
 def _wait_for_lock_waiters(admin: psycopg.Connection[Any], app_name: str, count: int) -> None:
     deadline = time.monotonic() + 10
     while True:
@@ -1044,7 +1021,7 @@ def test_rename_racing_a_rival_from_another_connection(
                 "destroy_user": partial(other.destroy_user, "alice"),
                 "rename": partial(_rename, other, old, rival_new),
             }
-            renamed, outcome = _at_once(partial(_rename, store, old, new), rivals[rival])
+            renamed, outcome = servers.at_once(partial(_rename, store, old, new), rivals[rival])
             assert store.load(old) is None
             new_live = store.load(new) is not None
             if rival == "destroy":

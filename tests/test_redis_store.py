@@ -972,29 +972,6 @@ def _rename(store: RedisStore, old: str, new: str, **changes: Any) -> bool:
     return store.save(new, Update(set={"x": 1}, expires_at=_clock.now() + 60, replaces=old, **changes))
 
 
-def _at_once(*calls: Callable[[], Any]) -> list[Any]:
-    """Run *calls* in threads released at the same instant; return what each returned."""
-    barrier = threading.Barrier(len(calls))
-    results: list[Any] = [None] * len(calls)
-    errors: list[BaseException] = []
-
-    def run(i: int, call: Callable[[], Any]) -> None:
-        barrier.wait()
-        try:
-            results[i] = call()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
-    if errors:
-        raise errors[0]
-    return results
-
-
 def _at(monkeypatch: pytest.MonkeyPatch, store: RedisStore, step: str, action: Callable[[], None]) -> None:
     """Run *action* once in the store's next rename: after step 1 ("marked") or after step 2 ("created")."""
     on_old = store._on_old
@@ -1223,7 +1200,7 @@ def test_renames_racing_a_rival_from_another_client(store: RedisStore, other: Re
             "destroy_user": partial(other.destroy_user, "alice"),
             "rename": partial(_rename, other, old, rival_new),
         }
-        renamed, outcome = _at_once(partial(_rename, store, old, new), rivals[rival])
+        renamed, outcome = servers.at_once(partial(_rename, store, old, new), rivals[rival])
         assert store.load(old) is None
         new_live = store.load(new) is not None
         if rival == "destroy":
