@@ -70,6 +70,14 @@ def _postgres_cleanup(base_url: str, unique: str) -> None:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(unique)))
 
 
+def _mysql_cleanup(base_url: str, unique: str) -> None:
+    conn = servers.mysql_connect(base_url)
+    try:
+        conn.cursor().execute(f"DROP TABLE IF EXISTS `{unique}`")
+    finally:
+        conn.close()
+
+
 @dataclass(frozen=True)
 class StoreKind:
     """How to point the test app at one kind of store, find its server, and clean up after it."""
@@ -110,6 +118,13 @@ STORES = [
         lambda d, u, base: _with_query(base, "table", u),
         servers.require_postgres,
         _postgres_cleanup,
+    ),
+    StoreKind(
+        "mysql",
+        "wsgisession.stores.mysql",
+        lambda d, u, base: _with_query(base, "table", u),
+        servers.require_mysql,
+        _mysql_cleanup,
     ),
 ]
 WORKER_CLASSES = ["sync", "gthread"]
