@@ -12,7 +12,13 @@ in a pytest module and provide a ``store`` fixture::
             yield s
             s.close()
 
-Every test in the suite then runs against your store. The suite moves time
+Every test in the suite then runs against your store. The race tests pit it
+against the ``twin`` fixture, by default the same store object; a store that
+several processes share should provide ``twin`` as a second store on the same
+data (its own connections), so the races cross connections as they would
+across processes.
+
+The suite moves time
 with the ``clock`` fixture (it patches :func:`wsgisession._clock.now`), so a
 store must read the time through that function, not ``time.time``.
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -60,6 +67,14 @@ class StoreContract:
     @pytest.fixture
     def store(self) -> Iterator[Store]:
         raise NotImplementedError("provide a `store` fixture that yields the store under test")
+
+    @pytest.fixture
+    def twin(self, store: Store) -> Store:
+        """A second handle on the store's data, to race against: by default the store itself."""
+        return store
+
+    #: How many rounds each race test runs.
+    race_rounds = 20
 
     @pytest.fixture
     def clock(self, monkeypatch: pytest.MonkeyPatch) -> Clock:
@@ -471,3 +486,62 @@ class StoreContract:
             assert store.count() == len(live)
         if isinstance(store, IndexSized):
             assert store.index_size() == len(live)
+
+    # -- races: a rename against a rival on another connection ----------------------------
+
+    @pytest.mark.parametrize("rival", ["destroy", "destroy_user", "rename"])
+    def test_a_rename_racing_a_rival_has_one_outcome(
+        self, store: Store, twin: Store, users: UserIndex, clock: Clock, rival: str
+    ) -> None:
+        """Whichever lands first, the other sees its result: nothing comes back, nothing is doubled."""
+        rival_users: Any = twin
+        for _ in range(self.race_rounds):
+            old, new, other_new = self.bind(store, clock, "alice", a=1), _key(), _key()
+            moves = {
+                new: Update(set={"b": 2}, expires_at=clock() + 60, replaces=old),
+                other_new: Update(set={"c": 3}, expires_at=clock() + 60, replaces=old),
+            }
+            rivals = {
+                "destroy": partial(twin.destroy, old),
+                "destroy_user": partial(rival_users.destroy_user, "alice"),
+                "rename": partial(twin.save, other_new, moves[other_new]),
+            }
+            renamed, outcome = _at_once(partial(store.save, new, moves[new]), rivals[rival])
+            assert store.load(old) is None
+            moved = store.load(new)
+            if rival == "destroy_user":
+                assert outcome == 1, "one live session, ended once, under whichever key it had"
+                assert moved is None
+            else:
+                assert (moved is not None) is renamed, "a rename landed if and only if it said so"
+            if rival == "rename":
+                assert renamed is not outcome, "exactly one of two renames of one record wins"
+                assert (store.load(other_new) is not None) is outcome
+            if moved is not None:
+                assert moved.data == {"a": 1, "b": 2} and moved.user_id == "alice"
+            assert [k for k, _ in users.sessions_of("alice")] == [k for k in (new, other_new) if store.load(k)]
+            users.destroy_user("alice")
+            assert users.sessions_of("alice") == []
+
+
+def _at_once(*calls: Any, timeout: float = 30.0) -> list[Any]:
+    """Run *calls* in threads released together; their results in order (an exception is re-raised)."""
+    barrier = threading.Barrier(len(calls), timeout=timeout)
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = calls[i]()
+        except BaseException as exc:  # re-raised in the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    if errors:
+        raise errors[0]
+    return results
