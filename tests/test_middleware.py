@@ -680,3 +680,79 @@ def test_rolling_writes_at_most_once_per_slack(make_app: MakeApp, store: Store, 
     assert header is not None
     assert attrs(header)["max-age"] == "3600"
     assert counting.calls.count("touch") == 1
+
+
+# -- a session's own cookie lifetime ----------------------------------------------------
+
+
+def _lifetime_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    session = get_session(environ)
+    choice = environ.get("QUERY_STRING", "")
+    if choice in ("true", "false", "none"):
+        session.permanent = {"true": True, "false": False, "none": None}[choice]
+    session["n"] = session.get("n", 0) + 1
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+
+@pytest.mark.parametrize(
+    ("max_age", "choice", "persistent"),
+    [
+        pytest.param(3600, "false", False, id="max_age-browser-session"),
+        pytest.param(3600, "true", True, id="max_age-permanent"),
+        pytest.param(3600, "none", True, id="max_age-default"),
+        pytest.param(None, "true", True, id="none-permanent"),
+        pytest.param(None, "none", False, id="none-default"),
+    ],
+)
+def test_session_permanent_chooses_the_cookie_lifetime(
+    make_app: MakeApp, store: Store, clock: Clock, max_age: int | None, choice: str, persistent: bool
+) -> None:
+    app = make_app(_lifetime_app, max_age=max_age)
+    header = cookie_of(app.get("/?" + choice))
+    assert header is not None
+    ttl = 3600 if max_age else 86400
+    assert ("max-age" in attrs(header)) is persistent
+    assert ("expires" in attrs(header)) is persistent
+    if persistent:
+        assert attrs(header)["max-age"] == str(ttl)
+    # The choice holds on later responses that set the cookie, and the
+    # server-side lifetime stays what the middleware says.
+    clock.advance(5)
+    header = cookie_of(app.get("/"))
+    assert header is not None
+    assert ("max-age" in attrs(header)) is persistent
+    record = store.load(store_key(session_id(app)))
+    assert record is not None
+    assert record.expires_at == pytest.approx(clock() + ttl)
+
+
+def test_switching_permanent_off_sends_a_browser_session_cookie(make_app: MakeApp, clock: Clock) -> None:
+    app = make_app(_lifetime_app, max_age=3600)
+    assert "max-age" in attrs(cookie_of(app.get("/")) or "")
+    header = cookie_of(app.get("/?false"))  # same second: the expiry alone would not resend it
+    assert header is not None
+    assert "max-age" not in attrs(header)
+
+
+def test_open_and_commit_session_outside_a_request(store: Store) -> None:
+    middleware = SessionMiddleware(demo_app, secret=SECRET, store=store)
+    session = middleware.open_session({})
+    session["a"] = 1
+    headers = middleware.commit_session(session, {}, [("Content-Type", "text/plain")])
+    names = [name for name, _ in headers]
+    assert names[0] == "Content-Type"
+    assert "Vary" in names
+    assert dict(headers)["Cache-Control"] == "private"
+    cookie = dict(headers)["Set-Cookie"]
+    value = cookie.split(";")[0].split("=", 1)[1]
+    # The cookie it set opens the same session, as a request would.
+    environ = {"HTTP_COOKIE": f"session={value}"}
+    again = middleware.open_session(environ)
+    assert again["a"] == 1
+    again.clear()
+    again.destroy()
+    headers = middleware.commit_session(again, environ)
+    assert dict(headers)["Set-Cookie"].startswith("session=; Max-Age=0")
+    # A forged cookie opens a new, empty session, without a store lookup.
+    assert middleware.open_session({"HTTP_COOKIE": "session=" + value[:-2] + "AA"}).state.value == "new"

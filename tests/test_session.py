@@ -342,3 +342,99 @@ def test_text_that_is_not_unicode_is_refused(store: Store, value: Any) -> None:
     s["ok"] = "zoë ☃ 𝄞"
     s.save()
     assert dict(Session(SessionSettings(store), s.id)) == {"ok": "zoë ☃ 𝄞"}
+
+
+def test_flashes_that_are_not_text_come_back_as_text(store: Store) -> None:
+    # What an integration may queue: Pyramid's flash() takes JSON data and Markup (tagged).
+    s = Session(SessionSettings(store))
+    s.flash("plain")
+    s["_flashes"] = [
+        *s["_flashes"],
+        ["info", {"text": "Saved", "level": 2}],
+        ["html", {" markup": "<b>bold</b>"}],
+        ["info", {" tuple": [1, "two"]}],
+        ["info", 3],
+        ["info", None],
+        ["info", {" unknown": "tag"}],
+        ["broken"],
+        "not a pair",
+    ]
+    s.save()
+    again = Session(SessionSettings(store), s.id)
+    expected = [
+        ("info", "plain"),
+        ("info", '{"text":"Saved","level":2}'),
+        ("html", "<b>bold</b>"),
+        ("info", '[1,"two"]'),
+        ("info", "3"),
+        ("info", "null"),
+        ("info", '{" unknown":"tag"}'),
+    ]
+    assert again.peek_flashes() == expected
+    popped = again.pop_flashes()
+    assert popped == expected
+    assert all(type(category) is str and type(message) is str for category, message in popped)
+    assert again.pop_flashes() == []
+
+
+# -- the cookie's own lifetime (permanent) --------------------------------------------------
+
+
+def test_permanent_is_kept_with_the_session(store: Store) -> None:
+    from wsgisession.session import PERMANENT_KEY
+
+    s = Session(SessionSettings(store))
+    assert s.permanent is None
+    s.permanent = False
+    assert s.permanent is False
+    assert s[PERMANENT_KEY] is False
+    s.save()
+    assert s.id is not None
+    again = Session(SessionSettings(store), s.id)
+    assert again.permanent is False
+    again.permanent = None
+    assert PERMANENT_KEY not in again
+    assert again.permanent is None
+    again.save()
+    assert Session(SessionSettings(store), s.id).permanent is None
+
+
+def test_permanent_ignores_a_stored_value_that_is_not_a_bool(store: Store) -> None:
+    from wsgisession.session import PERMANENT_KEY
+
+    s = Session(SessionSettings(store))
+    s[PERMANENT_KEY] = "yes"
+    assert s.permanent is None
+
+
+def test_changing_permanent_resends_the_cookie_even_if_the_expiry_is_the_same(store: Store, clock: Clock) -> None:
+    from wsgisession.session import CookieAction
+
+    s = Session(SessionSettings(store))
+    s["a"] = 1
+    s.save()
+    sid = s.id
+    # The clock stands still: the save below gives the same expiry, but the
+    # browser's cookie must change from persistent to browser-session.
+    again = Session(SessionSettings(store), sid)
+    again.permanent = False
+    assert again.commit() is CookieAction.SET
+    unchanged = Session(SessionSettings(store), sid)
+    unchanged["a"] = 2
+    assert unchanged.commit() is CookieAction.NONE
+
+
+def test_rolling_refresh_is_not_an_access(store: Store, clock: Clock) -> None:
+    settings = SessionSettings(store, ttl=600, rolling=True)
+    s = Session(settings)
+    s["a"] = 1
+    s.save()
+    clock.advance(120)
+    ignored = Session(settings, s.id)
+    ignored.commit()
+    assert ignored.expires_at == pytest.approx(clock() + 600)  # refreshed...
+    ignored.accessed = False  # (reading expires_at above was a use)
+    clock.advance(120)
+    again = Session(settings, s.id)
+    again.commit()
+    assert not again.accessed  # ...without counting as a use of the session

@@ -342,7 +342,10 @@ class SessionMiddleware:
         value = incoming.signed if incoming.session_id == sid and not incoming.resign else None
         parts = [f"{self.cookie_name}={value or self._signer.sign(sid)}"]
         expires_at = session.expires_at
-        if self.max_age is not None and expires_at is not None:
+        permanent = session.permanent
+        if permanent is None:
+            permanent = self.max_age is not None
+        if permanent and expires_at is not None:
             remaining = max(0, math.ceil(expires_at - _clock.now()))
             parts.append(f"Max-Age={remaining}")
             parts.append(f"Expires={self._http_date(expires_at)}")
@@ -380,19 +383,7 @@ class SessionMiddleware:
             status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
         ) -> Callable[[bytes], object]:
             if exc_info is None and not status.startswith("5"):
-                try:
-                    action = session.commit()
-                    if action is _NO_ACTION and incoming.resign and session.id == incoming.session_id:
-                        # Signed by an older secret and still live: sign it with the current one.
-                        action = _SET
-                except StoreError:
-                    log.exception("session not saved: the store failed")
-                    raise
-                except TypeError:
-                    log.exception("session not saved: it holds data that is not JSON")
-                    raise
-                if action is not _NO_ACTION or session.accessed:
-                    headers = self._response_headers(headers, session, action, environ, incoming)
+                headers = self._commit(session, environ, incoming, headers)
             elif session.accessed:
                 headers = _add_vary_cookie(list(headers))
             if exc_info is None:
@@ -400,6 +391,49 @@ class SessionMiddleware:
             return start_response(status, headers, exc_info)
 
         return self.app(environ, session_start_response)
+
+    def open_session(self, environ: WSGIEnvironment) -> Session:
+        """The session of *environ*'s cookie (or a new one), for a request that does not pass through the middleware.
+
+        For test helpers and framework hooks that build a request of their own
+        (Flask's ``test_request_context()``, say): the cookie is verified as
+        the middleware does it, and nothing is read from the store until the
+        session is used. Pass the session to :meth:`commit_session` to save it.
+        """
+        incoming = self._session_id(environ)
+        return Session(self._settings, incoming.session_id, user_agent=environ.get("HTTP_USER_AGENT"))
+
+    def commit_session(
+        self, session: Session, environ: WSGIEnvironment, headers: Iterable[tuple[str, str]] = ()
+    ) -> list[tuple[str, str]]:
+        """Save *session* as the end of a request does; return *headers* with the cookie headers applied.
+
+        *session* comes from :meth:`open_session` with the same *environ*.
+        The result adds ``Set-Cookie`` (a new cookie, or one that expires the
+        browser's), ``Vary: Cookie`` and ``Cache-Control: private`` as a
+        response through the middleware would carry them.
+
+        :raises StoreError: if the store fails; :raises TypeError: for data that is not JSON.
+        """
+        return self._commit(session, environ, self._session_id(environ), list(headers))
+
+    def _commit(
+        self, session: Session, environ: WSGIEnvironment, incoming: _Incoming, headers: list[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        try:
+            action = session.commit()
+            if action is _NO_ACTION and incoming.resign and session.id == incoming.session_id:
+                # Signed by an older secret and still live: sign it with the current one.
+                action = _SET
+        except StoreError:
+            log.exception("session not saved: the store failed")
+            raise
+        except TypeError:
+            log.exception("session not saved: it holds data that is not JSON")
+            raise
+        if action is not _NO_ACTION or session.accessed:
+            headers = self._response_headers(headers, session, action, environ, incoming)
+        return headers
 
     def _response_headers(
         self,

@@ -29,6 +29,8 @@ _MUTABLE = (list, dict)
 FLASH_KEY = "_flashes"
 CSRF_KEY = "_csrf_token"
 USER_AGENT_KEY = "_user_agent"
+#: Where a session keeps its own choice of cookie lifetime (see :attr:`Session.permanent`).
+PERMANENT_KEY = "_permanent"
 
 #: User agents longer than this are cut when kept in a session.
 _MAX_USER_AGENT = 256
@@ -123,6 +125,7 @@ class Session(MutableMapping[str, Any]):
         "_expires_at",
         "_incoming",
         "_origin_expires_at",
+        "_resend",
         "_settings",
         "_sid",
         "_state",
@@ -161,6 +164,8 @@ class Session(MutableMapping[str, Any]):
         self._user_id: str | None = None
         self._stored_user: str | None = None
         self._user_agent = user_agent
+        #: A save changed the cookie's own lifetime (:attr:`permanent`): send it again.
+        self._resend = False
         #: Whether the application used the session in this request (``Vary: Cookie``).
         self.accessed = False
 
@@ -371,6 +376,7 @@ class Session(MutableMapping[str, Any]):
         data = self._data
         now = _clock.now()
         expires_at = self._expiry(now)
+        lifetime_changed = False  # a NEW session's cookie is sent anyway
         if self._state is _NEW:
             for key, value in data.items():
                 if type(value) in _MUTABLE:
@@ -392,6 +398,7 @@ class Session(MutableMapping[str, Any]):
                 replaces=None if sid == self._stored else store_key(self._stored),
             )
             written = set(self._baseline)
+            lifetime_changed = PERMANENT_KEY in sets or PERMANENT_KEY in deletes
         if not self._settings.store.save(store_key(sid), update):
             security_log.warning(
                 "save of session %s dropped: it was destroyed by another request",
@@ -404,6 +411,8 @@ class Session(MutableMapping[str, Any]):
         self._sid = self._stored = sid
         self._stored_user = self._user_id
         self._expires_at = expires_at
+        if lifetime_changed:
+            self._resend = True
         # The store now holds what data holds. A list or dict the app still
         # holds may change in place before the request ends: remember how it
         # looks. Any other key is remembered when it is next set or deleted.
@@ -473,6 +482,26 @@ class Session(MutableMapping[str, Any]):
                 extra={"security_event": "resurrection_attempt"},
             )
             self._become_new()
+
+    @property
+    def permanent(self) -> bool | None:
+        """This session's own choice of cookie lifetime, or ``None`` to follow the middleware's ``max_age``.
+
+        ``False``: a browser-session cookie (no ``Max-Age``), gone when the
+        browser closes; ``True``: a cookie with a ``Max-Age`` that lasts as
+        long as the stored session. The choice is kept in the session's data
+        (under :data:`PERMANENT_KEY`), so it holds on every later response
+        that sets the cookie. The server-side lifetime does not change.
+        """
+        value = self.get(PERMANENT_KEY)
+        return value if type(value) is bool else None
+
+    @permanent.setter
+    def permanent(self, value: bool | None) -> None:
+        if value is None:
+            self.pop(PERMANENT_KEY, None)
+        else:
+            self[PERMANENT_KEY] = bool(value)
 
     # -- users ---------------------------------------------------------------------------
 
@@ -565,11 +594,34 @@ class Session(MutableMapping[str, Any]):
         self[FLASH_KEY] = queued
 
     def peek_flashes(self) -> list[tuple[str, str]]:
-        """The queued messages as ``(category, message)`` pairs, left in place."""
+        """The queued messages as ``(category, message)`` pairs, left in place.
+
+        A framework integration may queue messages that are not text (Pyramid's
+        ``flash()`` takes JSON data and ``Markup``); they come back as text
+        here: a ``Markup`` as its HTML source in a plain ``str`` (so a template
+        escapes it), anything else as its JSON text.
+        """
         queued = self.get(FLASH_KEY)
         if type(queued) is not list:
             return []
-        return [(str(c), str(m)) for c, m in (item for item in queued if type(item) is list and len(item) == 2)]
+
+        def text(message: object) -> str:
+            if type(message) is str:
+                return message
+            from ._tagged import untag
+
+            try:
+                value = untag(message)
+            except ValueError:
+                value = message
+            if isinstance(value, str):
+                return str.__str__(value)  # a plain str, never Markup
+            try:
+                return _json.encode(value)
+            except (TypeError, ValueError):
+                return str(value)
+
+        return [(str(c), text(m)) for c, m in (item for item in queued if type(item) is list and len(item) == 2)]
 
     def pop_flashes(self) -> list[tuple[str, str]]:
         """The queued messages as ``(category, message)`` pairs, removed from the session."""
@@ -623,7 +675,11 @@ class Session(MutableMapping[str, Any]):
             if self._dirty_live(changes):
                 self._write(changes)
             elif settings.rolling:
+                # Refreshing the expiry is not a use of the session: the
+                # response varies on Cookie only if it sets one.
+                accessed = self.accessed
                 self.touch()
+                self.accessed = accessed
         elif self._data or self._user_id is not None or settings.save_uninitialized:
             self._write(None)
         return self.cookie_action()
@@ -631,7 +687,7 @@ class Session(MutableMapping[str, Any]):
     def cookie_action(self) -> CookieAction:
         """What the browser's cookie needs now: a new ID or expiry to send, a dead ID to expire, or nothing."""
         if self._state is _LIVE:
-            if self._sid != self._incoming or self._expires_at != self._origin_expires_at:
+            if self._sid != self._incoming or self._expires_at != self._origin_expires_at or self._resend:
                 return _SET
             return _NO_ACTION
         if self._state is _NEW and self._incoming is not None:
