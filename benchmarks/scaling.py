@@ -53,7 +53,7 @@ import _bench
 from wsgisession import _clock
 from wsgisession.stores.base import Record, Update
 from wsgisession.stores.file import FileStore, encode_record_file
-from wsgisession.stores.sqlite import SQLiteStore, _bucket
+from wsgisession.stores.sqlite import SQLiteStore
 
 STORES = ("sqlite", "file", "postgres")
 POSTGRES_URL = os.environ.get("WSGISESSION_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -125,16 +125,13 @@ class SQLiteBackend(Backend):
         try:
             conn.execute("PRAGMA synchronous = OFF")
             insert = (
-                f"INSERT INTO {store.table} (key, data, created_at, expires_at, user_id, expiry_bucket) "
-                "VALUES (?, ?, ?, ?, NULL, ?)"
+                f"INSERT INTO {store.table} (key, data, created_at, expires_at, user_id) VALUES (?, ?, ?, ?, NULL)"
             )
             for start in range(0, count, 50_000):
                 rows = []
                 for i in range(start, min(count, start + 50_000)):
                     created, expires = self.times(i, now, expired=expired)
-                    rows.append(
-                        (session_key(label, i), json.dumps(session_data(i)), created, expires, _bucket(expires))
-                    )
+                    rows.append((session_key(label, i), json.dumps(session_data(i)), created, expires))
                 conn.execute("BEGIN")
                 conn.executemany(insert, rows)
                 conn.execute("COMMIT")

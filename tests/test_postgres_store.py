@@ -676,11 +676,11 @@ def _counting_attempts(store: PostgresStore, monkeypatch: pytest.MonkeyPatch, fi
     run = store._run
 
     def counted(op: Any) -> Any:
-        def attempt(conn: psycopg.Connection[Any]) -> Any:
+        def attempt(conn: psycopg.Connection[Any], replayed: bool) -> Any:
             attempts.append(1)
             if len(attempts) == 1:
                 first()
-            return op(conn)
+            return op(conn, replayed)
 
         return run(attempt)
 
@@ -1048,7 +1048,7 @@ def test_rename_retried_after_a_lost_reply_reports_that_it_landed(
 
     def run_twice(op: Any) -> Any:
         # What _run() does when the connection dies after the statement committed.
-        return run(lambda conn: (op(conn), op(conn))[1])
+        return run(lambda conn, replayed: (op(conn, replayed), op(conn, True))[1])
 
     monkeypatch.setattr(store, "_run", run_twice)
     new = _key()

@@ -165,8 +165,7 @@ def plant(kind: str, store: Any, key: str, raw: bytes) -> None:
         store._records[key] = _Entry(raw.decode("latin-1"), now, now + 600, None)
     elif kind == "sqlite":
         store._connect().execute(
-            f"INSERT OR REPLACE INTO {store.table} (key, data, created_at, expires_at, expiry_bucket) "
-            "VALUES (?, ?, ?, ?, 0)",
+            f"INSERT OR REPLACE INTO {store.table} (key, data, created_at, expires_at) VALUES (?, ?, ?, ?)",
             (key, raw, now, now + 600),
         )
     elif kind == "file":

@@ -311,49 +311,44 @@ def log_frames_of(store: SQLiteStore, action: Callable[[], object]) -> int:
     return int(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
 
 
-def test_expiry_moves_within_the_hour_leave_the_index_alone(tmp_path: Path, clock: Clock) -> None:
+def test_a_save_by_the_same_user_leaves_the_user_index_alone(tmp_path: Path, clock: Clock) -> None:
     store = SQLiteStore(tmp_path / "s.db")
-    t0 = 3600.0 * (int(clock()) // 3600 + 1) + 60  # a minute into an hour
-    clock.time = t0
-    for _ in range(2000):  # enough rows that the table and its index span many pages
-        make(store, clock, {"n": 0, "pad": "x" * 100})
-    key = store_key(new_id())
-    store.save(key, Update(set={"n": 1}, expires_at=t0 + 86400, created_at=t0))
+    for i in range(2000):  # enough rows that the table and its indexes span many pages
+        make(store, clock, {"n": 0, "pad": "x" * 100}) if i % 2 else _bind(store, clock, f"user{i}")
+    key, bound = make(store, clock, {"n": 0}, ttl=3600), _bind(store, clock, "alice")
     clock.advance(1200)
-    # 20 minutes later, the same hour of expiry: the row's page only.
-    assert log_frames_of(store, lambda: store.save(key, Update(set={"n": 2}, expires_at=clock() + 86400))) == 1
-    record = store.load(key)
-    assert record is not None and record.data == {"n": 2}
-    assert record.expires_at == clock() + 86400, "the expiry itself is exact"
-    assert log_frames_of(store, lambda: store.touch(key, clock() + 86400 + 5)) == 1
-    # An hour later the session moves to another bucket: its index entry too.
-    clock.advance(3600)
-    assert log_frames_of(store, lambda: store.save(key, Update(set={"n": 3}, expires_at=clock() + 86400))) > 1
-    assert store.load(key).expires_at == clock() + 86400  # type: ignore[union-attr]
-    clock.advance(3600)
-    assert log_frames_of(store, lambda: store.touch(key, clock() + 86400)) > 1
-    assert store.load(key).expires_at == clock() + 86400  # type: ignore[union-attr]
-    # A bound session saved again by the same user leaves the user index alone.
-    assert store.save(key, Update(set={"n": 4}, expires_at=clock() + 86400, user_id="alice"))
-    assert (
-        log_frames_of(store, lambda: store.save(key, Update(set={"n": 5}, expires_at=clock() + 86400, user_id="alice")))
-        == 1
+    for k, user in ((key, None), (bound, "alice")):
+        assert store.save(k, Update(set={"n": 1}, expires_at=clock() + 86400, user_id=user))
+    # The expiry moves a little: its index entry stays on its page, the row on its own.
+    unbound = log_frames_of(store, lambda: store.save(key, Update(set={"n": 2}, expires_at=clock() + 86405)))
+    same_user = log_frames_of(
+        store, lambda: store.save(bound, Update(set={"n": 2}, expires_at=clock() + 86405, user_id="alice"))
     )
-    assert [k for k, _ in store.sessions_of("alice")] == [key]
+    assert 0 < same_user == unbound, "the user index entry is not rewritten"
+    assert store.save(bound, Update(set={"n": 3}, expires_at=clock() + 86400, user_id="bob"))
+    assert [k for k, _ in store.sessions_of("bob")] == [bound] and store.sessions_of("alice") == []
+    record = store.load(key)
+    assert record is not None and record.data == {"n": 2} and record.expires_at == clock() + 86405
     store.close()
 
 
-def test_prune_finds_every_expired_session_whatever_its_bucket(tmp_path: Path, clock: Clock) -> None:
+def _bind(store: SQLiteStore, clock: Clock, user: str) -> str:
+    key = store_key(new_id())
+    assert store.save(key, Update(set={"n": 0}, expires_at=clock() + 3600, created_at=clock(), user_id=user))
+    return key
+
+
+def test_prune_finds_every_expired_session_old_or_recent(tmp_path: Path, clock: Clock) -> None:
     store = SQLiteStore(tmp_path / "s.db")
     now = 3600.0 * (int(clock()) // 3600 + 10) + 1800  # half past some hour
     clock.time = now - 7 * 3600
-    long_gone = [make(store, clock, {"i": i}, ttl=3600) for i in range(30)]  # buckets hours ago
+    long_gone = [make(store, clock, {"i": i}, ttl=3600) for i in range(30)]  # hours ago
     clock.time = now - 1000
     this_hour = [make(store, clock, {"i": i}, ttl=500 + (i % 2) * 1000) for i in range(250)]  # half expire before now
     live = [make(store, clock, {"i": i}, ttl=7200) for i in range(20)]
     clock.time = now
     expired_now = this_hour[::2]
-    # A session of the current bucket renewed before it expired stays.
+    # A session renewed before it expired stays.
     renewed = expired_now.pop()
     clock.time = now - 600
     assert store.touch(renewed, now + 100)
@@ -370,35 +365,58 @@ def test_prune_finds_every_expired_session_whatever_its_bucket(tmp_path: Path, c
     store.close()
 
 
-def test_a_table_indexed_on_the_exact_expiry_is_upgraded(tmp_path: Path, clock: Clock) -> None:
+_SCHEMA = (
+    "CREATE TABLE wsgisession_sessions (key TEXT PRIMARY KEY NOT NULL, data TEXT NOT NULL, "
+    "created_at REAL NOT NULL, expires_at REAL NOT NULL, user_id TEXT{}) WITHOUT ROWID"
+)
+
+
+@pytest.mark.parametrize("bucketed", [False, True], ids=["expiry-index", "hour-buckets"])
+def test_a_table_of_an_earlier_release_opens_and_works(tmp_path: Path, clock: Clock, bucketed: bool) -> None:
+    # Pre-releases indexed either the exact expiry (today's layout) or hour
+    # buckets of it, in an extra NOT NULL column that a save today never fills.
     path = tmp_path / "s.db"
     old = sqlite3.connect(path)
-    old.execute(
-        "CREATE TABLE wsgisession_sessions (key TEXT PRIMARY KEY NOT NULL, data TEXT NOT NULL, "
-        "created_at REAL NOT NULL, expires_at REAL NOT NULL, user_id TEXT) WITHOUT ROWID"
-    )
-    old.execute("CREATE INDEX wsgisession_sessions_expires_at ON wsgisession_sessions (expires_at)")
-    live, dead = store_key(new_id()), store_key(new_id())
+    old.execute(_SCHEMA.format(", expiry_bucket INTEGER NOT NULL" if bucketed else ""))
+    if bucketed:
+        old.execute(
+            "CREATE INDEX wsgisession_sessions_expiry_bucket ON wsgisession_sessions (expiry_bucket, created_at)"
+        )
+        old.execute(
+            "CREATE INDEX wsgisession_sessions_user_id ON wsgisession_sessions (user_id) WHERE user_id IS NOT NULL"
+        )
+    else:
+        old.execute("CREATE INDEX wsgisession_sessions_expires_at ON wsgisession_sessions (expires_at)")
+    live, dead, bound = store_key(new_id()), store_key(new_id()), store_key(new_id())
     now = clock()
-    old.executemany(
-        "INSERT INTO wsgisession_sessions VALUES (?, ?, ?, ?, NULL)",
-        [(live, '{"a": 1}', now, now + 600), (dead, '{"a": 2}', now - 7200, now - 3600)],
-    )
+    rows = [
+        (live, '{"a": 1}', now, now + 600, None),
+        (dead, '{"a": 2}', now - 7200, now - 3600, None),
+        (bound, '{"a": 3}', now, now + 600, "alice"),
+    ]
+    old.executemany(f"INSERT INTO wsgisession_sessions VALUES (?, ?, ?, ?, ?{', 0' * bucketed})", rows)
     old.commit()
     old.close()
     store = SQLiteStore(path)
-    assert store.load(live) is not None and store.load(live).data == {"a": 1}  # type: ignore[union-attr]
+    record = store.load(live)
+    assert record is not None and record.data == {"a": 1}
+    assert store.save(live, Update(set={"b": 2}, expires_at=now + 900))
+    assert store.load(live).data == {"a": 1, "b": 2}  # type: ignore[union-attr]
+    assert create(store, {"c": 3})
+    assert [k for k, _ in store.sessions_of("alice")] == [bound]
     assert store.prune() == 1
-    assert store.load(live) is not None
-    indexes = {row[1] for row in store._connect().execute("PRAGMA index_list(wsgisession_sessions)")}
-    assert "wsgisession_sessions_expiry_bucket" in indexes
-    assert "wsgisession_sessions_expires_at" not in indexes
+    assert store.count() == 3
+    conn = store._connect()
+    assert "expiry_bucket" not in {row[1] for row in conn.execute("PRAGMA table_info(wsgisession_sessions)")}
+    indexes = {row[1] for row in conn.execute("PRAGMA index_list(wsgisession_sessions)")}
+    assert {"wsgisession_sessions_expires_at", "wsgisession_sessions_user_id"} <= indexes
+    assert "wsgisession_sessions_expiry_bucket" not in indexes
     store.close()
+    assert SQLiteStore(path, create=False).load(live) is not None, "a second opening finds it done"
 
 
-def test_a_far_future_expiry_is_stored_and_bucketed(tmp_path: Path) -> None:
-    # Its hour is past what an SQLite INTEGER holds: the bucket is clamped, the
-    # expiry itself kept exact, and the session live, touchable and prunable.
+def test_a_far_future_expiry_is_stored_exactly(tmp_path: Path) -> None:
+    # Past what an SQLite INTEGER holds: kept exact, the session live, touchable and never pruned.
     store = SQLiteStore(tmp_path / "s.db")
     key = store_key(new_id())
     now = time.time()

@@ -201,6 +201,8 @@ class StoreBase:
       already checked to be a valid key), or return ``False`` ("destroy wins").
     * ``_touch(key, expires_at, now) -> bool``, ``_delete(key)``,
       ``_prune(now) -> int`` and ``_close()``.
+    * optionally ``_ready()``: raise if the store cannot be used now (it is
+      closed); run before every primitive, inside the error mapping.
 
     :param clock: the time in epoch seconds; by default :func:`wsgisession._clock.now`
         (read at each call, so a test may move it).
@@ -220,9 +222,13 @@ class StoreBase:
         """The :class:`StoreError` for a driver exception raised by *action*: say which store and what failed."""
         return StoreError(f"{self!r}: {action} failed: {type(exc).__name__}: {exc}")
 
+    def _ready(self) -> None:
+        pass
+
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:
         try:
+            self._ready()
             yield
         except StoreError:
             raise
@@ -265,6 +271,7 @@ class StoreBase:
         # try/except, not the _errors() context manager, on the per-request
         # path: a generator-based context manager costs more than the read.
         try:
+            self._ready()
             found = self._read(key, now)
         except StoreError:
             raise
@@ -284,6 +291,7 @@ class StoreBase:
         written = False
         if update.replaces is None or valid_key(update.replaces):
             try:
+                self._ready()
                 written = self._write(key, update, self.now())
             except StoreError:
                 raise
@@ -298,6 +306,7 @@ class StoreBase:
         if not valid_key(key):
             return False
         try:
+            self._ready()
             return self._touch(key, float(expires_at), self.now())
         except StoreError:
             raise

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import random
-import re
 import threading
-import time
-import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -20,21 +15,16 @@ from pymysql.cursors import Cursor
 
 from .. import _json
 from ..errors import ConfigurationError, StoreError, StoreFullError, StoreTimeoutError, StoreUnavailableError
-from .base import Record, StoreBase, Update, log, positive_seconds, query_options, user_bytes
+from ._sql import Retry, SQLStore, first_line, table_name
+from .base import Update, positive_seconds, query_options, user_bytes
 
 T = TypeVar("T")
-Op = Callable[[Cursor, bool], T]
 
 _SCHEMES = ("mysql", "mariadb")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-_KEYS_IN_TEXT = re.compile(r"[0-9a-f]{64}")
 #: The user_id column's width: InnoDB indexes at most 3072 bytes of a column.
 MAX_USER_BYTES = 3072
 #: Idle connections kept for reuse; a burst beyond this closes its extras when done.
 _MAX_IDLE = 16
-_PRUNE_BATCH = 1000
-#: How many times a statement InnoDB rolled back to break a deadlock is replayed.
-_DEADLOCK_REPLAYS = 3
 
 # Error codes PyMySQL has no name for.
 _ER_CONNECTION_KILLED = 1927  # MariaDB: KILL of this connection
@@ -43,39 +33,19 @@ _ER_STATEMENT_TIMEOUT = 1969  # MariaDB: max_statement_time
 _ER_QUERY_TIMEOUT = 3024  # MySQL: max_execution_time
 # The connection is gone (killed, server restarted, idle too long): a new one may work.
 _LOST = frozenset(
-    {
+    (
         CR.CR_SERVER_GONE_ERROR,
         CR.CR_SERVER_LOST,
         _ER_CONNECTION_KILLED,
         _ER_CLIENT_INTERACTION_TIMEOUT,
         ER.SERVER_SHUTDOWN,
-    }
+    )
 )
-_UNREACHABLE = frozenset(
-    {
-        CR.CR_CONN_HOST_ERROR,
-        CR.CR_CONNECTION_ERROR,
-        CR.CR_UNKNOWN_HOST,
-        ER.CON_COUNT_ERROR,
-        ER.TOO_MANY_USER_CONNECTIONS,
-        ER.ACCESS_DENIED_ERROR,
-        ER.DBACCESS_DENIED_ERROR,
-        ER.BAD_DB_ERROR,
-        ER.HOST_NOT_PRIVILEGED,
-        ER.HOST_IS_BLOCKED,
-    }
-)
+_UNREACHABLE = frozenset((CR.CR_CONN_HOST_ERROR, CR.CR_CONNECTION_ERROR, CR.CR_UNKNOWN_HOST, ER.CON_COUNT_ERROR))
+_UNREACHABLE |= {ER.TOO_MANY_USER_CONNECTIONS, ER.ACCESS_DENIED_ERROR, ER.DBACCESS_DENIED_ERROR, ER.BAD_DB_ERROR}
+_UNREACHABLE |= {ER.HOST_NOT_PRIVILEGED, ER.HOST_IS_BLOCKED}
 _TIMEOUTS = frozenset({ER.LOCK_WAIT_TIMEOUT, _ER_STATEMENT_TIMEOUT, _ER_QUERY_TIMEOUT})
 _FULL = frozenset({ER.RECORD_FILE_FULL, ER.DISK_FULL, ER.OUT_OF_RESOURCES})
-
-
-def _check_table(table: object) -> str:
-    if not isinstance(table, str) or not _NAME.fullmatch(table):
-        raise ConfigurationError(
-            f"MySQLStore: table {table!r} must be a name of letters, digits and underscores "
-            "(at most 64, not starting with a digit)"
-        )
-    return table
 
 
 def _code(exc: BaseException) -> int | None:
@@ -101,13 +71,11 @@ def _lost(exc: BaseException) -> bool:
 def _message(exc: BaseException) -> str:
     """The server's or driver's reason, first line only and without a store key (a duplicate-key error quotes it)."""
     args: tuple[object, ...] = getattr(exc, "args", ())
-    text = str(args[1]) if len(args) > 1 else str(exc)
-    first = (text.strip().splitlines() or [type(exc).__name__])[0]
-    code = _code(exc)
-    return _KEYS_IN_TEXT.sub("<key>", f"({code}) {first}" if code else first)
+    first = first_line(str(args[1]) if len(args) > 1 else str(exc), type(exc).__name__)
+    return f"({_code(exc)}) {first}" if _code(exc) else first
 
 
-class MySQLStore(StoreBase):
+class MySQLStore(SQLStore):
     """Sessions in a MariaDB or MySQL 8 InnoDB table, created on first use (tested on MariaDB 10.11).
 
     One row per session: ``key`` (the primary key), ``data`` (a JSON object
@@ -153,6 +121,8 @@ class MySQLStore(StoreBase):
 
     #: What PyMySQL raises when the store fails (OSError: a socket failing outside PyMySQL's own wrapping).
     failures = (pymysql.err.MySQLError, OSError)
+    #: How many times a statement InnoDB rolled back to break a deadlock is replayed.
+    _retries = 3
 
     def __init__(
         self,
@@ -172,8 +142,9 @@ class MySQLStore(StoreBase):
         create: bool = True,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        super().__init__(clock=clock)
-        self.table = _check_table(table)
+        table_name("MySQLStore", table, 64)
+        super().__init__(table=table, create=create, clock=clock)
+        self._schema_ready = True  # until a statement finds no table: then it is made, and the statement run again
         if not (isinstance(database, str) and database):
             raise ConfigurationError("MySQLStore: a database is required")
         if not (isinstance(port, int) and 0 < port < 65536):
@@ -190,32 +161,20 @@ class MySQLStore(StoreBase):
             # would leave the statement running on a connection we drop.
             raise ConfigurationError("MySQLStore: read_timeout must be longer than lock_wait_timeout")
         self.lock_wait_timeout = lock_wait_timeout
-        self.create = bool(create)
-        self._params: dict[str, Any] = {
-            "host": host,
-            "port": port,
-            "user": user,
-            "password": password,
-            "database": database,
-            "unix_socket": unix_socket,
-            "charset": "utf8mb4",
-            "autocommit": True,
+        self._params: dict[str, Any] = dict(
+            host=host, port=port, user=user, password=password, database=database, unix_socket=unix_socket,
+            charset="utf8mb4", autocommit=True, program_name="wsgisession",
             # A row count that says which rows matched, not which changed: a
             # save that sets a value to what it already was still "landed".
-            "client_flag": CLIENT.FOUND_ROWS,
-            "connect_timeout": self.connect_timeout,
-            "read_timeout": self.read_timeout,
-            "write_timeout": self.write_timeout,
-            "init_command": f"SET SESSION innodb_lock_wait_timeout = {int(lock_wait_timeout)}",
-            "program_name": "wsgisession",
-        }
+            client_flag=CLIENT.FOUND_ROWS,
+            connect_timeout=self.connect_timeout, read_timeout=self.read_timeout, write_timeout=self.write_timeout,
+            init_command=f"SET SESSION innodb_lock_wait_timeout = {int(lock_wait_timeout)}",
+        )  # fmt: skip
         if ssl_ca is not None:
             self._params.update(ssl_ca=ssl_ca, ssl_verify_cert=True, ssl_verify_identity=True)
         self._where = f"{unix_socket or f'{host}:{port}'}/{database}"
         self._idle: list[Connection[Cursor]] = []
         self._lock = threading.Lock()
-        self._closed = False
-        _instances.add(self)
 
         t = f"`{self.table}`"
         self._sql_load = f"SELECT data, created_at, expires_at, user_id FROM {t} WHERE `key` = %s"
@@ -255,6 +214,8 @@ class MySQLStore(StoreBase):
         self._sql_live = f"SELECT 1 FROM {t} WHERE `key` = %s AND expires_at > %s"
         self._sql_touch = f"UPDATE {t} SET expires_at = %s WHERE `key` = %s AND expires_at > %s"
         self._sql_destroy = f"DELETE FROM {t} WHERE `key` = %s"
+        self._sql_count = f"SELECT COUNT(*) FROM {t} WHERE expires_at > %s"
+        self._sql_index_size = f"SELECT COUNT(*) FROM {t} WHERE user_id IS NOT NULL"
         self._sql_sessions_of = (
             f"SELECT `key`, data, created_at, expires_at, user_id FROM {t} "
             "WHERE user_id = %s AND expires_at > %s ORDER BY created_at, `key`"
@@ -265,9 +226,7 @@ class MySQLStore(StoreBase):
         # has no DELETE ... RETURNING to count them in one statement.)
         self._sql_lock_user = f"SELECT expires_at FROM {t} WHERE user_id = %s FOR UPDATE"
         self._sql_destroy_user = f"DELETE FROM {t} WHERE user_id = %s"
-        self._sql_count = f"SELECT COUNT(*) FROM {t} WHERE expires_at > %s"
-        self._sql_index_size = f"SELECT COUNT(*) FROM {t} WHERE user_id IS NOT NULL"
-        self._sql_prune = f"DELETE FROM {t} WHERE expires_at <= %s ORDER BY expires_at LIMIT %s"
+        self._sql_prune = f"DELETE FROM {t} WHERE expires_at <= %(now)s ORDER BY expires_at LIMIT %(limit)s"
         self._sql_create_table = (
             f"CREATE TABLE IF NOT EXISTS {t} ("
             "`key` CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, "
@@ -302,17 +261,9 @@ class MySQLStore(StoreBase):
         database = unquote(parts.path.lstrip("/"))
         if not database or "/" in database:
             raise ConfigurationError("MySQLStore: the URL must name one database: mysql://user@host/database")
+        numbers = dict.fromkeys(("connect_timeout", "read_timeout", "write_timeout"), float)
         options = query_options(
-            url,
-            {
-                "table": str,
-                "connect_timeout": float,
-                "read_timeout": float,
-                "write_timeout": float,
-                "lock_wait_timeout": int,
-                "unix_socket": str,
-                "ssl_ca": str,
-            },
+            url, {**numbers, "table": str, "lock_wait_timeout": int, "unix_socket": str, "ssl_ca": str}
         )
         return cls(
             host=parts.hostname or "localhost",
@@ -329,15 +280,14 @@ class MySQLStore(StoreBase):
 
     # -- the primitives ---------------------------------------------------------------
 
-    def _read(self, key: str, now: float) -> tuple[object, float, float, str | None] | None:
-        def op(cur: Cursor, retrying: bool) -> tuple[Any, ...] | None:
-            cur.execute(self._sql_load, (key,))
-            return cur.fetchone()
+    def _rows(self, statement: str, params: Any) -> Sequence[Any]:
+        return self._run(lambda cur, replayed: (cur.execute(statement, params), cur.fetchall())[1])
 
-        row = self._run(op)
-        return None if row is None else self._parts(*row)
+    def _execute(self, statement: str, params: Any) -> int:
+        count: int = self._run(lambda cur, replayed: cur.execute(statement, params))
+        return count
 
-    def _parts(self, text: Any, created_at: float, expires_at: float, user: Any) -> tuple[object, float, float, Any]:
+    def _parts(self, text: Any, created_at: Any, expires_at: Any, user: Any) -> tuple[object, float, float, Any]:
         """A row as :meth:`decode` takes it: the data as a mapping of JSON texts when it is one."""
         try:
             outer = _json.decode(text)
@@ -383,74 +333,13 @@ class MySQLStore(StoreBase):
         self._execute(self._sql_create, create)
         return True
 
-    def _touch(self, key: str, expires_at: float, now: float) -> bool:
-        return self._execute(self._sql_touch, (expires_at, key, now)) == 1
-
-    def _delete(self, key: str) -> None:
-        self._execute(self._sql_destroy, (key,))
-
-    def _prune(self, now: float) -> int:
-        return sum(self._prune_batches(now, _PRUNE_BATCH))
-
-    def _prune_batches(self, now: float, batch_size: int) -> Iterator[int]:
-        # Each batch is its own short statement: a large prune never holds
-        # more than batch_size rows locked, and saves go on in between.
-        while True:
-            removed = self._execute(self._sql_prune, (now, batch_size))
-            yield removed
-            if removed < batch_size:
-                return
-
-    def _close(self) -> None:
+    def _release(self) -> None:
         with self._lock:
-            self._closed = True
             idle, self._idle = self._idle, []
         for conn in idle:
             _quit(conn)
 
-    # -- capabilities: BatchedPrune, UserIndex, Countable, IndexSized ------------------------------
-
-    def prune_batches(self, batch_size: int = _PRUNE_BATCH) -> Iterator[int]:
-        """Delete expired rows *batch_size* at a time (one statement each), yielding how many each deleted."""
-        if isinstance(batch_size, bool) or not (isinstance(batch_size, int) and batch_size > 0):
-            raise ValueError("batch_size must be a positive int")
-        return self._errors_each(self._prune_batches(self.now(), batch_size))
-
-    def _errors_each(self, batches: Iterator[int]) -> Iterator[int]:
-        while True:
-            with self._errors("prune"):
-                removed = next(batches, None)
-            if removed is None:
-                return
-            yield removed
-
-    def sessions_of(self, user_id: str) -> list[tuple[str, Record]]:
-        """The live records bound to *user_id*, oldest first (an indexed lookup)."""
-        user = self._user_param(user_id, lookup=True)
-        if user is None:
-            return []
-        now = self.now()
-
-        def op(cur: Cursor, retrying: bool) -> tuple[tuple[Any, ...], ...]:
-            cur.execute(self._sql_sessions_of, (user, now))
-            return cur.fetchall()
-
-        with self._errors("sessions_of"):
-            rows = self._run(op)
-        found = []
-        for key, *parts in rows:
-            record = self.decode(*self._parts(*parts))
-            if record is not None:
-                found.append((key, record))
-        return found
-
-    def destroy_user(self, user_id: str) -> int:
-        """Delete every record bound to *user_id* in one transaction; return how many live ones there were."""
-        user = self._user_param(user_id, lookup=True)
-        if user is None:
-            return 0
-        now = self.now()
-
+    def _destroy_user(self, user: bytes, now: float) -> int:
         def op(cur: Cursor, retrying: bool) -> int:
             # Replayed after a lost connection, the transaction either never
             # committed (and runs again) or did, and then finds no row left:
@@ -469,25 +358,7 @@ class MySQLStore(StoreBase):
                 raise
             return sum(1 for expires_at in expiries if expires_at > now)
 
-        with self._errors("destroy_user"):
-            return self._run(op)
-
-    def count(self) -> int:
-        """How many live records the table holds."""
-        return self._count("count", self._sql_count, (self.now(),))
-
-    def index_size(self) -> int:
-        """How many rows are bound to a user, expired ones included until pruned (tests and diagnostics)."""
-        return self._count("index_size", self._sql_index_size, ())
-
-    def _count(self, action: str, statement: str, params: tuple[Any, ...]) -> int:
-        def op(cur: Cursor, retrying: bool) -> int:
-            cur.execute(statement, params)
-            row = cur.fetchone()
-            return 0 if row is None else int(row[0])
-
-        with self._errors(action):
-            return self._run(op)
+        return self._run(op)
 
     # -- connections ----------------------------------------------------------------------
 
@@ -499,12 +370,6 @@ class MySQLStore(StoreBase):
         if lookup:
             return None
         raise ValueError(f"MySQLStore: a user ID may be at most {MAX_USER_BYTES} bytes of UTF-8, not {len(raw)}")
-
-    def _execute(self, statement: str, params: Any) -> int:
-        def op(cur: Cursor, retrying: bool) -> int:
-            return cur.execute(statement, params)
-
-        return self._run(op)
 
     def _connect(self) -> Connection[Cursor]:
         conn: Connection[Cursor] = pymysql.connect(**self._params)
@@ -522,71 +387,43 @@ class MySQLStore(StoreBase):
     def _checkout(self) -> tuple[Connection[Cursor], bool]:
         """An idle connection (``False``: it may have died while idle) or a new one (``True``)."""
         with self._lock:
-            if self._closed:
-                raise StoreUnavailableError(f"MySQLStore at {self._where} is closed")
+            self._ready()
             if self._idle:
                 return self._idle.pop(), False
         return self._connect(), True
 
-    def _checkin(self, conn: Connection[Cursor]) -> None:
+    def _checkin(self, conn: Connection[Cursor], fresh: bool) -> None:
         with self._lock:
             if conn.open and not self._closed and len(self._idle) < _MAX_IDLE:
                 self._idle.append(conn)
                 return
         _quit(conn)
 
-    def _forget_connections(self) -> None:
+    def _after_fork(self) -> None:
         """In a forked child: drop the parent's connections unused and unclosed (closing would end its sessions)."""
         self._lock = threading.Lock()  # a parent thread may have held it at fork time
         self._idle = []
 
-    def _run(self, op: Op[T]) -> T:
-        """Run *op* on a connection; replay it if the connection was dead, or InnoDB chose it to break a deadlock.
+    def _attempt(self, conn: Connection[Cursor], op: Callable[[Cursor, bool], T], replayed: bool) -> T:
+        with conn.cursor() as cur:
+            if not self._schema_ready:
+                cur.execute(self._sql_create_table)
+                self._schema_ready = True
+            return op(cur, replayed)
 
-        Replaying once on a fresh connection is safe because every operation
-        here is one statement, or one transaction, that may run twice: a
-        load, touch, destroy, update or prune done twice does what it did
-        once; a create makes a session whose ID no other request knows yet; a
-        rename and destroy_user say in their own code how a replay ends. Only
-        a connection taken from the idle list is replaced: one just opened
-        that fails is a server that is down, and a read that timed out may
-        still be running. A deadlock victim's transaction was rolled back
-        whole, so nothing of it is repeated; it is replayed after a short
-        random pause, which lets the transaction that won finish first.
-        """
-        conn: Connection[Cursor] | None
-        conn, fresh = self._checkout()
-        replayed = reconnected = created = False
-        deadlocks = 0
-        try:
-            while True:
-                try:
-                    with conn.cursor() as cur:
-                        return op(cur, replayed)
-                except pymysql.err.MySQLError as exc:
-                    code = _code(exc)
-                    if code == ER.NO_SUCH_TABLE and self.create and not created:
-                        created = True  # first use, or dropped since: make it and go on
-                        with conn.cursor() as cur:
-                            cur.execute(self._sql_create_table)
-                        continue
-                    lost = _lost(exc)
-                    if lost or _timed_out(exc):
-                        _quit(conn)
-                        conn = None
-                    if lost and not fresh and not reconnected:
-                        log.warning("MySQLStore: lost a connection to %s; retrying on a fresh one", self._where)
-                        conn, fresh = self._checkout()
-                        reconnected = replayed = True
-                    elif code == ER.LOCK_DEADLOCK and conn is not None and deadlocks < _DEADLOCK_REPLAYS:
-                        deadlocks += 1
-                        replayed = True
-                        time.sleep(random.uniform(0, 0.004 * deadlocks))
-                    else:
-                        raise
-        finally:
-            if conn is not None:
-                self._checkin(conn)
+    def _retry(self, exc: BaseException, conn: Connection[Cursor], fresh: bool) -> Retry:
+        # Only a connection taken from the idle list is replaced: one just
+        # opened that fails is a server that is down, and a read that timed
+        # out may still be running on the server. A deadlock victim's
+        # transaction was rolled back whole, so nothing of it is repeated.
+        code, lost = _code(exc), _lost(exc)
+        if lost or _timed_out(exc):
+            _quit(conn)
+        if code == ER.NO_SUCH_TABLE:
+            return "table"
+        if lost:
+            return None if fresh else "lost"
+        return "rolled back" if code == ER.LOCK_DEADLOCK else None
 
     # -- errors ---------------------------------------------------------------------------
 
@@ -601,10 +438,7 @@ class MySQLStore(StoreBase):
         if code in _FULL or (code == ER.GET_ERRNO and "28" in reason):
             return StoreFullError(f"MySQLStore: MySQL at {where} is out of space ({action}): {reason}")
         if code == ER.NO_SUCH_TABLE:
-            return StoreUnavailableError(
-                f"MySQLStore: table {self.table!r} does not exist in MySQL at {where} ({action}); "
-                "it is made on first use unless create=False"
-            )
+            return self._missing_table(where)
         if code in _UNREACHABLE or _lost(exc) or not isinstance(exc, pymysql.err.MySQLError):
             return StoreUnavailableError(f"MySQLStore: cannot reach MySQL at {where} ({action}): {reason}")
         return StoreError(f"MySQLStore: MySQL at {where} failed {action} on table {self.table!r}: {reason}")
@@ -618,17 +452,3 @@ def _rollback(cur: Cursor) -> None:
 def _quit(conn: Connection[Cursor]) -> None:
     with contextlib.suppress(pymysql.err.MySQLError):  # already closed
         conn.close()
-
-
-# Every store, so that a forked child drops the parent's connections before
-# any thread of its own runs (no lock can be found held).
-_instances: weakref.WeakSet[MySQLStore] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for store in list(_instances):
-        store._forget_connections()
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork()
-    os.register_at_fork(after_in_child=_after_fork_in_child)

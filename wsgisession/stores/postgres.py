@@ -8,8 +8,7 @@ import os
 import re
 import threading
 import warnings
-import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -21,7 +20,8 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from .. import _json
 from ..errors import ConfigurationError, StoreError, StoreFullError, StoreTimeoutError, StoreUnavailableError
-from .base import Record, StoreBase, Update, log, positive_seconds, query_options, user_bytes
+from ._sql import Retry, SQLStore, first_line, table_name
+from .base import Update, log, positive_seconds, query_options, user_bytes
 
 T = TypeVar("T")
 Pool = ConnectionPool[Any]
@@ -34,16 +34,12 @@ _OPTIONS: dict[str, Callable[[str], object]] = {
     "pool_max": int,
     "statement_timeout_ms": int,
 }
-# 50 leaves room for the "_expires_at_idx" and "_user_id_idx" index names
-# within PostgreSQL's 63-byte identifiers.
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,49}")
-_PRUNE_BATCH = 1000
 # SQLSTATEs of a connection lost (class 08) or a backend shut down (57P), and
 # of a transaction the server rolled back: serialization failure, deadlock.
 _LOST, _ROLLED_BACK = ("08", "57P"), ("40001", "40P01")
 
 
-class PostgresStore(StoreBase):
+class PostgresStore(SQLStore):
     """Sessions in a PostgreSQL table, created on first use (unless ``create=False``).
 
     One row per session: ``key`` (primary key), ``data`` (a ``jsonb`` object
@@ -87,19 +83,16 @@ class PostgresStore(StoreBase):
         pool_max: int | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        super().__init__(clock=clock)
-        parts = tuple(table.split(".")) if isinstance(table, str) else ()
-        if not (0 < len(parts) <= 2 and all(_NAME.fullmatch(part) for part in parts)):
-            raise ConfigurationError(
-                f"PostgresStore: table {table!r} must be a name of letters, digits and underscores "
-                "(at most 50, not starting with a digit), optionally schema-qualified"
-            )
+        # 50 leaves room for the "_expires_at_idx" and "_user_id_idx" index
+        # names within PostgreSQL's 63-byte identifiers.
+        parts = table_name("PostgresStore", table, 50, qualified=True)
+        super().__init__(table=table, create=create, clock=clock)
         if not (type(statement_timeout_ms) is int and statement_timeout_ms >= 0):
             raise ConfigurationError("PostgresStore: statement_timeout_ms must be an int >= 0")
         low, high = 1 if pool_min is None else pool_min, 10 if pool_max is None else pool_max
         if not (type(low) is int and type(high) is int and 0 <= low <= high and high >= 1):
             raise ConfigurationError("PostgresStore: need 0 <= pool_min <= pool_max and pool_max >= 1")
-        self.table, self.create, self.statement_timeout_ms = table, bool(create), statement_timeout_ms
+        self.statement_timeout_ms = statement_timeout_ms
         self.connect_timeout = positive_seconds(connect_timeout, "PostgresStore: connect_timeout")
         self._pool_min, self._pool_max, self._conninfo = low, high, ""
         self._pool: Pool | None = None
@@ -120,14 +113,17 @@ class PostgresStore(StoreBase):
                 f"not {type(conninfo_or_pool).__name__}"
             )
         self._owns_pool = self._pool is None
+        # Once more than the pool holds connections: a restart kills each of
+        # them once, and the pool check may run before the server has ended
+        # them all (a backend exits a moment after pg_terminate_backend
+        # returns), so a request may meet every dead one before a new one.
+        self._retries = high if self._pool is None else self._pool.max_size
         self._lock, self._check_lock, self._checks = threading.Lock(), threading.Lock(), 0
         # Pools inherited through fork(): never closed here (that would end the
         # parent's sessions on the server), only kept from the garbage collector.
         self._orphans: list[Pool] = []
-        self._ready = self._closed = False
         digest = hashlib.sha256(f"wsgisession table {'.'.join(parts)}".encode()).digest()
         self._lock_id = int.from_bytes(digest[:8], "big", signed=True)
-        _instances.add(self)
         self._table = t = sql.Identifier(*parts)
         self._regclass = t.as_string()
 
@@ -226,8 +222,23 @@ class PostgresStore(StoreBase):
     # -- the primitives -----------------------------------------------------------------------
 
     def _read(self, key: str, now: float) -> tuple[object, float, float, str | None] | None:
-        row = self._run(lambda conn: conn.execute(self._sql_load, (key,)).fetchone())
+        # Written out, not the base's _rows() and _parts(): two calls fewer per request.
+        row = self._run(lambda conn, replayed: conn.execute(self._sql_load, (key,)).fetchone())
         return None if row is None else (_fields(row[0]), row[1], row[2], _unescape_user(row[3]))
+
+    def _rows(self, statement: bytes, params: Any) -> list[Any]:
+        return self._run(lambda conn, replayed: conn.execute(statement, params).fetchall())
+
+    def _execute(self, statement: bytes, params: Any) -> int:
+        count: int = self._run(lambda conn, replayed: conn.execute(statement, params).rowcount)
+        return count
+
+    def _parts(self, data: Any, created_at: Any, expires_at: Any, user_id: Any) -> tuple[object, float, float, Any]:
+        return _fields(data), created_at, expires_at, _unescape_user(user_id)
+
+    def _user_param(self, user_id: str, *, lookup: bool = False) -> str:
+        user_bytes(user_id)
+        return _escape(user_id)
 
     def _write(self, key: str, update: Update, now: float) -> bool:
         params = {
@@ -245,72 +256,17 @@ class PostgresStore(StoreBase):
             statement = self._sql_update  # a rename onto itself only updates; it never creates
         else:
             statement, params["old"] = self._sql_rename, update.replaces
-        return self._run(lambda conn: conn.execute(statement, params).rowcount) == 1
+        count: int = self._run(lambda conn, replayed: conn.execute(statement, params).rowcount)
+        return count == 1
 
-    def _touch(self, key: str, expires_at: float, now: float) -> bool:
-        return self._run(lambda conn: conn.execute(self._sql_touch, (expires_at, key, now)).rowcount) == 1
+    def _destroy_user(self, user: str, now: float) -> int:
+        return int(self._rows(self._sql_destroy_user, (user, now))[0][0])
 
-    def _delete(self, key: str) -> None:
-        self._run(lambda conn: conn.execute(self._sql_destroy, (key,)))
-
-    def _prune(self, now: float) -> int:
-        return sum(self._batches(_PRUNE_BATCH, now))
-
-    def _close(self) -> None:
+    def _release(self) -> None:
         with self._lock:
-            self._closed = True
             pool, self._pool = (self._pool, None) if self._owns_pool else (None, self._pool)
         if pool is not None:
             pool.close()
-
-    # -- capabilities: BatchedPrune, UserIndex, Countable, IndexSized ------------------------------
-
-    def prune_batches(self, batch_size: int = _PRUNE_BATCH) -> Iterator[int]:
-        """Delete expired rows *batch_size* per transaction, yielding how many each batch deleted.
-
-        Short transactions keep locks brief on a busy table, and rows another
-        pruner holds are skipped, not waited for: any number of processes may
-        prune at once.
-        """
-        if not (type(batch_size) is int and batch_size > 0):
-            raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
-        return self._batches(batch_size, None)
-
-    def _batches(self, batch_size: int, now: float | None) -> Iterator[int]:
-        with self._errors("prune"):
-            params = {"now": self.now() if now is None else now, "limit": batch_size}
-            while True:
-                # A connection per batch: none is held while the caller decides whether to go on.
-                removed: int = self._run(lambda conn: conn.execute(self._sql_prune, params).rowcount)
-                if removed:
-                    yield removed
-                if removed < batch_size:
-                    return
-
-    def sessions_of(self, user_id: str) -> list[tuple[str, Record]]:
-        """The live records bound to *user_id*, oldest first (an indexed lookup)."""
-        params = (_escape_user(user_id), self.now())
-        with self._errors("sessions_of"):
-            rows = self._run(lambda conn: conn.execute(self._sql_sessions_of, params).fetchall())
-        found = [(row[0], self.decode(_fields(row[1]), row[2], row[3], _unescape_user(row[4]))) for row in rows]
-        return [(key, record) for key, record in found if record is not None]
-
-    def destroy_user(self, user_id: str) -> int:
-        """Delete every record bound to *user_id* in one statement; return how many live ones there were."""
-        return self._count("destroy_user", self._sql_destroy_user, (_escape_user(user_id), self.now()))
-
-    def count(self) -> int:
-        """How many live records the table holds."""
-        return self._count("count", self._sql_count, (self.now(),))
-
-    def index_size(self) -> int:
-        """How many rows are bound to a user, expired ones included until pruned (tests and diagnostics)."""
-        return self._count("index_size", self._sql_index_size, ())
-
-    def _count(self, action: str, statement: bytes, params: tuple[Any, ...]) -> int:
-        with self._errors(action):
-            row = self._run(lambda conn: conn.execute(statement, params).fetchone())
-        return 0 if row is None else int(row[0])
 
     # -- connections -------------------------------------------------------------------------
 
@@ -318,8 +274,7 @@ class PostgresStore(StoreBase):
         if self._pool is not None:
             return self._pool
         with self._lock:
-            if self._closed:
-                raise StoreUnavailableError(f"PostgresStore at {self._where} is closed")
+            self._ready()
             if self._pool is None:
                 self._pool = ConnectionPool(
                     self._conninfo,
@@ -333,7 +288,7 @@ class PostgresStore(StoreBase):
                 )
             return self._pool
 
-    def _forget_pool(self) -> None:
+    def _after_fork(self) -> None:
         """In a forked child: drop the parent's pool without touching its connections."""
         self._lock, self._check_lock = threading.Lock(), threading.Lock()  # a parent thread may have held them
         if self._owns_pool and self._pool is not None:
@@ -344,75 +299,52 @@ class PostgresStore(StoreBase):
         if self.statement_timeout_ms:
             conn.execute("SELECT set_config('statement_timeout', %s, false)", (str(self.statement_timeout_ms),))
 
-    # What is retried: an operation whose connection was lost (a server
-    # restart, pg_terminate_backend, a dropped socket) or whose transaction
-    # the server rolled back (serialization failure, deadlock) runs again on
-    # another connection; nothing else does (a timeout, a constraint, a full
-    # disk, a pool with no connection within connect_timeout would only fail
-    # again, later). A rollback wrote nothing. A lost connection may have lost
-    # just the reply to a statement that committed: retrying is safe because
-    # every operation here is idempotent (a merge, upsert, touch or delete
-    # twice leaves what once does; a rename twice finds its new key live and
-    # says so). Only what an operation reports can differ: rows a first
-    # attempt deleted are not counted again (prune, destroy_user), and a save
-    # that landed is reported dropped if the session was destroyed in between.
-    # How often: once more than the pool holds connections. A restart kills
-    # each of them once, and the check below may run before the server has
-    # ended them all (a backend exits a moment after pg_terminate_backend
-    # returns), so a request may meet every dead one before a new one: it
-    # fails only if more connections die under it than the pool holds.
-    def _run(self, op: Callable[[Conn], T]) -> T:
-        """Run *op* on a pooled connection (in a transaction with the store's timeout, on a pool you passed)."""
-        if self._closed:
-            raise StoreUnavailableError(f"PostgresStore at {self._where} is closed")
-        pool = self._get_pool()
-        retries = 0
-        while True:
-            checks = self._checks
-            conn = pool.getconn(self.connect_timeout)
-            try:
-                if self._scoped is None and conn.autocommit:
-                    if not self._ready:
-                        self._ensure_table(conn)
-                    return op(conn)
-                with conn.transaction():  # a pool you passed: commit, and time out, as the store does
-                    if self._scoped is not None:
-                        conn.execute(self._scoped)
-                    if not self._ready:
-                        self._ensure_table(conn)
-                    return op(conn)
-            except pgerr.UndefinedTable:
-                if retries >= pool.max_size or not (self._ready and self.create):
-                    raise
-                self._ready = False  # dropped since we made sure of it: create it again
-            except psycopg.OperationalError as exc:
-                state = exc.sqlstate or ""
-                lost = conn.closed or state.startswith(_LOST)
-                if retries >= pool.max_size or not (lost or state in _ROLLED_BACK):
-                    raise
-                if lost:
-                    log.warning("PostgresStore: lost a connection to %s; retrying on another", self._where)
-            finally:
-                pool.putconn(conn)
-            if conn.closed:
-                self._check(pool, checks)
-            retries += 1
+    def _checkout(self) -> tuple[Conn, tuple[Pool, int]]:
+        pool = self._pool if self._pool is not None else self._get_pool()
+        checks = self._checks
+        return pool.getconn(self.connect_timeout), (pool, checks)
 
-    def _check(self, pool: Pool, seen: int) -> None:
-        """Discard the pool's dead connections, unless that was done since the *seen*-th check."""
-        # When one pooled connection died the idle ones usually did too: test
-        # them all at once. One thread checks; others that lost one wait for it.
-        with self._check_lock:
-            if self._checks == seen:
-                pool.check()
-                self._checks += 1
+    def _checkin(self, conn: Conn, token: tuple[Pool, int]) -> None:
+        pool, seen = token
+        pool.putconn(conn)
+        if conn.closed:
+            # When one pooled connection died the idle ones usually did too:
+            # test them all at once. One thread checks; others that lost one
+            # wait for it, unless it was done since they took theirs.
+            with self._check_lock:
+                if self._checks == seen:
+                    pool.check()
+                    self._checks += 1
+
+    def _attempt(self, conn: Conn, op: Callable[[Conn, bool], T], replayed: bool) -> T:
+        if self._scoped is None and conn.autocommit:
+            if not self._schema_ready:
+                self._ensure_table(conn)
+            return op(conn, replayed)
+        with conn.transaction():  # a pool you passed: commit, and time out, as the store does
+            if self._scoped is not None:
+                conn.execute(self._scoped)
+            if not self._schema_ready:
+                self._ensure_table(conn)
+            return op(conn, replayed)
+
+    def _retry(self, exc: BaseException, conn: Conn, token: object) -> Retry:
+        if isinstance(exc, pgerr.UndefinedTable):
+            return "table"
+        if isinstance(exc, psycopg.OperationalError):
+            state = exc.sqlstate or ""
+            if conn.closed or state.startswith(_LOST):
+                return "lost"
+            if state in _ROLLED_BACK:
+                return "rolled back"
+        return None
 
     def _ensure_table(self, conn: Conn) -> None:
         # Checking first means a table made by a migration needs no CREATE privilege.
         row = conn.execute(_SQL_TABLE_STATE, (self._regclass,)).fetchone()
         exists, indexed = (row[0] is not None, row[1]) if row else (False, False)
         if not exists and not self.create:
-            raise self._missing_table()
+            raise self._missing_table(self._where)
         if not (exists and indexed) and self.create:
             # A table made without the user index (by a migration, or by hand)
             # gets it if it can; without it the store works, but a user's
@@ -438,13 +370,7 @@ class PostgresStore(StoreBase):
             else:
                 if exists:
                     log.info("PostgresStore: added the missing index on user_id to table %s", self.table)
-        self._ready = True
-
-    # -- failures ------------------------------------------------------------------------------
-
-    def _missing_table(self) -> StoreUnavailableError:
-        why = "" if self.create else " (create=False: it is not made)"
-        return StoreUnavailableError(f"PostgresStore: table {self.table!r} does not exist at {self._where}{why}")
+        self._schema_ready = True
 
     def _failure(self, action: str, exc: BaseException) -> StoreError:
         """The StoreError for a psycopg error: it names the server and table, never a key or password."""
@@ -454,7 +380,7 @@ class PostgresStore(StoreBase):
         if isinstance(exc, PoolTimeout):
             return self._diagnose(action)
         if isinstance(exc, pgerr.UndefinedTable):
-            return self._missing_table()
+            return self._missing_table(self._where)
         if isinstance(exc, (pgerr.QueryCanceled, pgerr.LockNotAvailable)):
             limit = f" (statement_timeout={self.statement_timeout_ms} ms)" if self.statement_timeout_ms else ""
             return StoreTimeoutError(f"PostgresStore: {where} did not finish {action} in time{limit}: {_message(exc)}")
@@ -488,19 +414,6 @@ _SQL_TABLE_STATE = (
     "FROM (SELECT to_regclass(%s) AS oid) t"
 )
 
-# Every store, so that a forked child can drop the parent's pools before any
-# thread of its own runs (no lock can be found held, no pool half-replaced).
-_instances: weakref.WeakSet[PostgresStore] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for store in list(_instances):
-        store._forget_pool()
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork()
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
 
 def _fields(text: str) -> object:
     """The data column as :meth:`StoreBase.decode` reads it, one JSON text per name; anything else as it is."""
@@ -517,11 +430,6 @@ def _text_array(names: frozenset[str]) -> str:
     """*names*, escaped, as a ``text[]`` literal: psycopg adapts a list at several times the cost of a str."""
     quoted = (_escape(name).replace("\\", "\\\\").replace('"', '\\"') for name in names)
     return "{" + ",".join(f'"{name}"' for name in quoted) + "}"
-
-
-def _escape_user(user_id: str) -> str:
-    user_bytes(user_id)
-    return _escape(user_id)
 
 
 def _unescape_user(user_id: str | None) -> str | None:
@@ -580,5 +488,4 @@ def _describe(conninfo: str, kwargs: dict[str, Any]) -> str:
 
 
 def _message(exc: BaseException) -> str:
-    """The first line of a driver error (not the DETAIL that may quote a row), with any store key blanked."""
-    return re.sub(r"[0-9a-f]{64}", "<key>", (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+    return first_line(str(exc), type(exc).__name__)

@@ -2,44 +2,21 @@
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .. import _json
 from ..errors import ConfigurationError, StoreError, StoreFullError, StoreTimeoutError, StoreUnavailableError
-from .base import Record, StoreBase, Update, log, positive_seconds, query_options
-
-_IDENTIFIER_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
-
-
-def _check_identifier(name: str) -> str:
-    if not name or len(name) > 63 or not set(name) <= _IDENTIFIER_CHARS or name[0].isdigit():
-        raise ConfigurationError(f"table name {name!r} must be letters, digits and underscores")
-    return name
-
-
-#: Width, in seconds, of the expiry buckets that prune() finds sessions by. The
-#: index holds a session's bucket, not its exact expiry: a save that moves the
-#: expiry within the same hour leaves the index alone, and rewrites only the
-#: session's own row (indexing the exact expiry writes two more pages per save,
-#: which made an update 1.5x slower, measured at 1,000 and 200,000 sessions).
-_BUCKET = 3600
-_BUCKET_LIMIT = 2**62
-
-
-def _bucket(expires_at: float) -> int:
-    """The expiry bucket of *expires_at*: every expiry in bucket b is before (b + 1) * _BUCKET."""
-    if not math.isfinite(expires_at):
-        return _BUCKET_LIMIT if expires_at > 0 else -_BUCKET_LIMIT
-    return max(-_BUCKET_LIMIT, min(_BUCKET_LIMIT, math.floor(expires_at / _BUCKET)))
+from ._sql import SQLStore, table_name
+from .base import Update, log, positive_seconds, query_options, user_bytes
 
 
 @contextmanager
@@ -56,7 +33,7 @@ def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-class SQLiteStore(StoreBase):
+class SQLiteStore(SQLStore):
     """Sessions in a SQLite database file, safe across threads and gunicorn workers.
 
     The database runs in WAL mode, so readers never wait for a writer. Every
@@ -90,7 +67,8 @@ class SQLiteStore(StoreBase):
         synchronous: str = "NORMAL",
         clock: Callable[[], float] | None = None,
     ) -> None:
-        super().__init__(clock=clock)
+        table_name("SQLiteStore", table, 63)
+        super().__init__(table=table, create=create, clock=clock)
         self.path = Path(path)
         if str(path) in ("", ":memory:") or str(path).startswith("file::memory:"):
             raise ConfigurationError(
@@ -105,46 +83,29 @@ class SQLiteStore(StoreBase):
             raise ConfigurationError(f"SQLiteStore: directory {parent} does not exist")
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ConfigurationError(f"SQLiteStore: synchronous must be NORMAL, FULL or EXTRA, not {synchronous!r}")
-        self.table = t = _check_identifier(table)
-        self.create = create
         self.timeout = positive_seconds(timeout, "SQLiteStore timeout")
         self._synchronous = synchronous.upper()
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._all_lock = threading.Lock()
-        self._pid = os.getpid()
-        self._schema_ready = False
-        self._closed = False
-        self._sql_read = f"SELECT data, created_at, expires_at, user_id, expiry_bucket FROM {t} WHERE key = ?"
+        self._after_fork()
+        t = table
+        self._sql_load = f"SELECT data, created_at, expires_at, user_id FROM {t} WHERE key = ?"
         self._sql_insert = (
-            f"INSERT OR REPLACE INTO {t} (key, data, created_at, expires_at, user_id, expiry_bucket) "
-            "VALUES (?, ?, ?, ?, ?, ?)"
+            f"INSERT OR REPLACE INTO {t} (key, data, created_at, expires_at, user_id) VALUES (?, ?, ?, ?, ?)"
         )
         # An UPDATE rewrites the index entries of every indexed column it
-        # assigns, even to the value it already has: assign the bucket and the
-        # user only when they change. Keyed by (bucket changes, user changes).
+        # assigns, even to the value it already has: assign the user only when it changes.
         self._sql_update = {
-            (b, u): f"UPDATE {t} SET data = ?, expires_at = ?{', expiry_bucket = ?' * b}{', user_id = ?' * u} "
-            "WHERE key = ?"
-            for b in (False, True)
-            for u in (False, True)
+            False: f"UPDATE {t} SET data = ?, expires_at = ? WHERE key = ?",
+            True: f"UPDATE {t} SET data = ?, expires_at = ?, user_id = ? WHERE key = ?",
         }
-        self._sql_touch = f"UPDATE {t} SET expires_at = ? WHERE key = ? AND expires_at > ? AND expiry_bucket = ?"
-        self._sql_touch_bucket = f"UPDATE {t} SET expires_at = ?, expiry_bucket = ? WHERE key = ? AND expires_at > ?"
-        self._sql_delete = f"DELETE FROM {t} WHERE key = ?"
-        # Buckets before the current one hold only expired sessions; the current
-        # one is walked in the index's order (creation time, then key), a
-        # stretch of batch_size entries at a time, and its expired ones picked out.
-        walk = f"FROM {t} INDEXED BY {t}_expiry_bucket WHERE expiry_bucket"
-        self._sql_prune_past = f"DELETE FROM {t} WHERE key IN (SELECT key {walk} < ? LIMIT ?)"
-        self._sql_prune_stretch = (
-            f"SELECT created_at, key {walk} = ? AND (created_at, key) > (?, ?) "
-            "ORDER BY created_at, key LIMIT 1 OFFSET ?"
+        self._sql_touch = f"UPDATE {t} SET expires_at = ? WHERE key = ? AND expires_at > ?"
+        self._sql_destroy = f"DELETE FROM {t} WHERE key = ?"
+        self._sql_prune = f"DELETE FROM {t} WHERE key IN (SELECT key FROM {t} WHERE expires_at <= :now LIMIT :limit)"
+        self._sql_sessions_of = (
+            f"SELECT key, data, created_at, expires_at, user_id FROM {t} "
+            "WHERE user_id = ? AND expires_at > ? ORDER BY created_at, key"
         )
-        self._sql_prune_current = (
-            f"DELETE FROM {t} WHERE key IN (SELECT key {walk} = ? AND (created_at, key) > (?, ?) "
-            "AND (created_at, key) <= (?, ?) AND expires_at <= ?)"
-        )
+        self._sql_count = f"SELECT count(*) FROM {t} WHERE expires_at > ?"
+        self._sql_index_size = f"SELECT count(*) FROM {t} WHERE user_id IS NOT NULL"
 
     @classmethod
     def from_url(cls, url: str, *, create: bool = True) -> SQLiteStore:
@@ -180,17 +141,14 @@ class SQLiteStore(StoreBase):
 
     # -- connections ---------------------------------------------------------
 
+    def _after_fork(self) -> None:
+        # The parent's connections belong to the parent: forgotten, not closed
+        # (closing would touch the parent's locks and WAL).
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+
     def _connect(self) -> sqlite3.Connection:
-        if self._closed:
-            raise StoreError(f"SQLiteStore {self.path}: the store is closed")
-        pid = os.getpid()
-        if pid != self._pid:
-            # Forked: the parent's connections belong to the parent. Forget them
-            # without closing (closing would touch the parent's locks and WAL).
-            self._pid = pid
-            self._local = threading.local()
-            self._all = []
-            self._all_lock = threading.Lock()
         # One connection per thread: sqlite3 connections are not safe to share
         # between threads mid-transaction. check_same_thread is off only so
         # close() can close them all from one thread.
@@ -255,37 +213,40 @@ class SQLiteStore(StoreBase):
                     f"SQLiteStore {self.path}: no table {t!r} in the database (not created: create=False); "
                     "check the path and the table option"
                 )
-            conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {t} (key TEXT PRIMARY KEY NOT NULL, data TEXT NOT NULL, "
-                "created_at REAL NOT NULL, expires_at REAL NOT NULL, user_id TEXT, expiry_bucket INTEGER NOT NULL"
-                ") WITHOUT ROWID"
+            schema = (
+                "(key TEXT PRIMARY KEY NOT NULL, data TEXT NOT NULL, created_at REAL NOT NULL, "
+                "expires_at REAL NOT NULL, user_id TEXT) WITHOUT ROWID"
             )
-            if columns and "expiry_bucket" not in columns:
-                # A table from wsgisession 0.1's pre-releases, indexed on the
-                # exact expiry: bucket its rows once.
-                conn.execute(f"ALTER TABLE {t} ADD COLUMN expiry_bucket INTEGER NOT NULL DEFAULT 0")
-                conn.create_function("wsgisession_bucket", 1, _bucket, deterministic=True)
-                conn.execute(f"UPDATE {t} SET expiry_bucket = wsgisession_bucket(expires_at)")
-                conn.execute(f"DROP INDEX IF EXISTS {t}_expires_at")
-            # Within a bucket, by creation time: new sessions go to the end of
-            # the current bucket's range instead of random pages all over it.
-            conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_expiry_bucket ON {t} (expiry_bucket, created_at)")
+            if "expiry_bucket" in columns:
+                # A table of wsgisession 0.1's pre-releases, which indexed hour
+                # buckets of the expiry: copied into one without them.
+                conn.execute(f"CREATE TABLE {t}_unbucketed {schema}")
+                conn.execute(f"INSERT INTO {t}_unbucketed SELECT key, data, created_at, expires_at, user_id FROM {t}")
+                conn.execute(f"DROP TABLE {t}")
+                conn.execute(f"ALTER TABLE {t}_unbucketed RENAME TO {t}")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {t} {schema}")
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_expires_at ON {t} (expires_at)")
             conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_user_id ON {t} (user_id) WHERE user_id IS NOT NULL")
         self._schema_ready = True
 
     # -- the primitives -------------------------------------------------------
 
-    def _read(self, key: str, now: float) -> tuple[object, float, float, str | None] | None:
-        row = self._connect().execute(self._sql_read, (key,)).fetchone()
-        return None if row is None or row[2] <= now else row[:4]
+    def _rows(self, statement: str, params: Any) -> Sequence[Any]:
+        return self._connect().execute(statement, params).fetchall()
+
+    def _execute(self, statement: str, params: Any) -> int:
+        return self._connect().execute(statement, params).rowcount
+
+    def _user_param(self, user_id: str, *, lookup: bool = False) -> str:
+        user_bytes(user_id)
+        return user_id
 
     def _write(self, key: str, update: Update, now: float) -> bool:
         conn = self._connect()
         source = key if update.replaces is None else update.replaces
-        bucket = _bucket(update.expires_at)
         with _write_transaction(conn):
-            row = conn.execute(self._sql_read, (source,)).fetchone()
-            current = self.decode(*row[:4]) if row is not None and row[2] > now else None
+            row = conn.execute(self._sql_load, (source,)).fetchone()
+            current = self.decode(*row) if row is not None and row[2] > now else None
             if current is not None:
                 data, created_at, user_id = current.data, current.created_at, current.user_id
             elif update.created_at is not None and update.replaces is None:
@@ -297,99 +258,28 @@ class SQLiteStore(StoreBase):
             if source != key:
                 # A rename: the old row, and its user index entry, go in this
                 # same transaction.
-                conn.execute(self._sql_delete, (source,))
+                conn.execute(self._sql_destroy, (source,))
             if current is None or source != key:
-                conn.execute(self._sql_insert, (key, text, created_at, update.expires_at, bound, bucket))
+                conn.execute(self._sql_insert, (key, text, created_at, update.expires_at, bound))
+            elif bound != user_id:
+                conn.execute(self._sql_update[True], (text, update.expires_at, bound, key))
             else:
-                moved, rebound = bucket != row[4], bound != user_id
-                args = (text, update.expires_at, *((bucket,) * moved), *((bound,) * rebound), key)
-                conn.execute(self._sql_update[moved, rebound], args)
+                conn.execute(self._sql_update[False], (text, update.expires_at, key))
         return True
 
-    def _touch(self, key: str, expires_at: float, now: float) -> bool:
+    def _destroy_user(self, user: str, now: float) -> int:
         conn = self._connect()
-        bucket = _bucket(expires_at)
-        # Within the same bucket (the usual case) the index is left alone;
-        # otherwise the second statement moves the session to its new one.
-        if conn.execute(self._sql_touch, (expires_at, key, now, bucket)).rowcount == 1:
-            return True
-        return conn.execute(self._sql_touch_bucket, (expires_at, bucket, key, now)).rowcount == 1
+        with _write_transaction(conn):
+            # Count, then delete, in one write transaction (no RETURNING: it
+            # needs SQLite 3.35, newer than some Pythons are built with).
+            live = conn.execute(f"SELECT count(*) FROM {self.table} WHERE user_id = ? AND expires_at > ?", (user, now))
+            count = int(live.fetchone()[0])
+            conn.execute(f"DELETE FROM {self.table} WHERE user_id = ?", (user,))
+        return count
 
-    def _delete(self, key: str) -> None:
-        self._connect().execute(self._sql_delete, (key,))
-
-    def _prune(self, now: float) -> int:
-        return sum(self._batches(now, 1000))
-
-    def _batches(self, now: float, batch_size: int) -> Iterator[int]:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size!r}")
-        conn = self._connect()
-        current = _bucket(now)
-        deleted = batch_size
-        while deleted == batch_size:
-            deleted = conn.execute(self._sql_prune_past, (current, batch_size)).rowcount
-            if deleted:
-                yield deleted
-        after: tuple[float, object] | None = (-math.inf, "")
-        while after is not None:
-            end = conn.execute(self._sql_prune_stretch, (current, *after, batch_size - 1)).fetchone()
-            # Fewer than batch_size entries left: up to the end of the index (a
-            # BLOB sorts after every text, so after every key).
-            upto = (math.inf, b"") if end is None else end
-            deleted = conn.execute(self._sql_prune_current, (current, *after, *upto, now)).rowcount
-            if deleted:
-                yield deleted
-            after = None if end is None else (end[0], end[1])
-
-    def _close(self) -> None:
+    def _release(self) -> None:
         with self._all_lock:
             conns, self._all = self._all, []
-        if os.getpid() == self._pid:
-            for conn in conns:
-                conn.close()
+        for conn in conns:
+            conn.close()
         self._local = threading.local()
-        self._closed = True
-
-    # -- capabilities: BatchedPrune, UserIndex, Countable, IndexSized ----------
-
-    def prune_batches(self, batch_size: int = 1000) -> Iterator[int]:
-        """Delete expired sessions *batch_size* at a time, each batch its own short transaction."""
-        with self._errors("prune"):
-            yield from self._batches(self.now(), batch_size)
-
-    def sessions_of(self, user_id: str) -> list[tuple[str, Record]]:
-        """The live records bound to *user_id*, oldest first (an indexed lookup)."""
-        sql = (
-            f"SELECT key, data, created_at, expires_at, user_id FROM {self.table} "
-            "WHERE user_id = ? AND expires_at > ? ORDER BY created_at"
-        )
-        with self._errors("list a user's sessions"):
-            rows = self._connect().execute(sql, (user_id, self.now())).fetchall()
-        found = [(row[0], self.decode(*row[1:])) for row in rows]
-        return [(key, record) for key, record in found if record is not None]
-
-    def destroy_user(self, user_id: str) -> int:
-        """Delete every record bound to *user_id*; return how many were live."""
-        with self._errors("end a user's sessions"):
-            conn = self._connect()
-            with _write_transaction(conn):
-                # Count, then delete, in one write transaction (no RETURNING: it
-                # needs SQLite 3.35, newer than some Pythons are built with).
-                live = conn.execute(
-                    f"SELECT count(*) FROM {self.table} WHERE user_id = ? AND expires_at > ?", (user_id, self.now())
-                ).fetchone()[0]
-                conn.execute(f"DELETE FROM {self.table} WHERE user_id = ?", (user_id,))
-        return int(live)
-
-    def count(self) -> int:
-        """How many live sessions the store holds."""
-        return self._scalar(f"SELECT count(*) FROM {self.table} WHERE expires_at > ?", self.now())
-
-    def index_size(self) -> int:
-        """How many records are bound to a user (for tests and diagnostics)."""
-        return self._scalar(f"SELECT count(*) FROM {self.table} WHERE user_id IS NOT NULL")
-
-    def _scalar(self, sql: str, *args: object) -> int:
-        with self._errors("count sessions"):
-            return int(self._connect().execute(sql, args).fetchone()[0])
