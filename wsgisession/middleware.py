@@ -12,7 +12,7 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from urllib.parse import quote
 
-from . import _clock
+from . import _clock, sealing
 from .errors import BadSignature, ConfigurationError, StoreError
 from .observe import InstrumentedStore, Metrics, Pruner
 from .session import DEFAULT_TTL, CookieAction, Session, SessionSettings
@@ -124,6 +124,7 @@ class SessionMiddleware:
         domain: str | None = None,
         path: str = "/",
         partitioned: bool = False,
+        encrypt: bool = False,
         trust_proxy: bool = False,
         metrics: Metrics | None = None,
         prune_interval: float | None = None,
@@ -145,6 +146,11 @@ class SessionMiddleware:
         self.absolute_timeout = absolute_timeout
         self.save_uninitialized = bool(save_uninitialized)
         self.trust_proxy = bool(trust_proxy)
+        if type(encrypt) is not bool:
+            raise ConfigurationError(f"encrypt must be True or False, not {encrypt!r}")
+        if encrypt:
+            sealing.require()
+        self.encrypt = encrypt
         if metrics is not None and not isinstance(metrics, Metrics):
             raise ConfigurationError("metrics must have increment(name, value) and timing(name, seconds) methods")
         self.metrics = metrics
@@ -155,6 +161,7 @@ class SessionMiddleware:
             absolute_timeout=absolute_timeout,
             rolling=self.rolling,
             save_uninitialized=self.save_uninitialized,
+            encrypt=encrypt,
         )
         self._check_seconds("prune_interval", prune_interval, whole=False)
         self._pruner = None if prune_interval is None else Pruner(session_store, prune_interval)

@@ -12,9 +12,10 @@ from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import _clock, _json
+from . import _clock, _json, sealing
 from .errors import WSGISessionError
 from .ids import log_tag, new_id, store_key
+from .sealing import Sealer
 from .stores.base import Record, Store, Update, UserIndex, expiry_slack
 
 log = logging.getLogger("wsgisession")
@@ -47,6 +48,8 @@ class SessionSettings:
     rolling: bool = False
     #: Save a new session even if nothing was put in it.
     save_uninitialized: bool = False
+    #: Seal every stored value under a key derived from the session ID (:mod:`wsgisession.sealing`).
+    encrypt: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +129,7 @@ class Session(MutableMapping[str, Any]):
         "_incoming",
         "_origin_expires_at",
         "_resend",
+        "_sealer",
         "_settings",
         "_sid",
         "_state",
@@ -166,6 +170,8 @@ class Session(MutableMapping[str, Any]):
         self._user_agent = user_agent
         #: A save changed the cookie's own lifetime (:attr:`permanent`): send it again.
         self._resend = False
+        #: (session ID, its sealer), kept for the request: deriving the key costs microseconds.
+        self._sealer: tuple[str, Sealer] | None = None
         #: Whether the application used the session in this request (``Vary: Cookie``).
         self.accessed = False
 
@@ -213,9 +219,56 @@ class Session(MutableMapping[str, Any]):
         self._sid = self._stored = session_id
         self._data = record.data
         self._baseline = {}
+        if settings.encrypt or any(type(v) is str and v.startswith(sealing.PREFIX) for v in record.data.values()):
+            self._open_values(session_id, key)
         self._user_id = self._stored_user = record.user_id
         self._created_at = record.created_at
         self._expires_at = self._origin_expires_at = record.expires_at
+
+    def _open_values(self, session_id: str, key: str) -> None:
+        """Open the sealed values just read.
+
+        A value that fails to open (planted, moved, damaged, or left by a
+        rename that raced another request) is absent, logged, and deleted by
+        the next save. A value not in the form the middleware asks for (plain
+        under ``encrypt=True``, sealed without it) is rewritten in that form by
+        the next save. Either makes the session modified, so the end of this
+        request saves it.
+        """
+        encrypt = self._settings.encrypt
+        sealer = self._sealer_for(session_id) if encrypt or sealing.available() else None
+        opened: dict[str, Any] = {}
+        for name, value in self._data.items():
+            if type(value) is str and value.startswith(sealing.PREFIX):
+                try:
+                    if sealer is None:
+                        raise ValueError("the cryptography package is not installed")
+                    opened[name] = sealer.open(name, value)
+                except ValueError as exc:
+                    security_log.warning(
+                        "sealed value %r of session %s treated as absent: %s",
+                        name,
+                        log_tag(session_id),
+                        exc,
+                        extra={"security_event": "sealed_value_refused"},
+                    )
+                    self._baseline[name] = _UNLIKE  # absent now: the next save deletes it
+                    continue
+                if not encrypt:
+                    self._baseline[name] = _UNLIKE
+            elif encrypt and name == USER_AGENT_KEY:
+                self._baseline[name] = _UNLIKE  # not kept under encryption: the next save deletes it
+            else:
+                opened[name] = value
+                if encrypt:
+                    self._baseline[name] = _UNLIKE
+        self._data = opened
+
+    def _sealer_for(self, session_id: str) -> Sealer:
+        kept = self._sealer
+        if kept is None or kept[0] != session_id:
+            kept = self._sealer = (session_id, Sealer(session_id, store_key(session_id)))
+        return kept[1]
 
     def _become_new(self) -> None:
         """No record any more (or never): an empty session that gets a new ID if saved."""
@@ -384,12 +437,16 @@ class Session(MutableMapping[str, Any]):
                     _json.check_json(key, value)
                     _snapshot(key, value)
             sid = new_id()
-            update = Update(set=dict(data), expires_at=expires_at, created_at=self.created_at, user_id=self._user_id)
+            sets = self._sealed(sid, data) if self._settings.encrypt else dict(data)
+            update = Update(set=sets, expires_at=expires_at, created_at=self.created_at, user_id=self._user_id)
             written = set(data)
         else:
             assert self._sid is not None and self._stored is not None and changes is not None
             sid = self._sid
             sets, deletes = changes
+            if self._settings.encrypt:
+                # A new ID means a new key: a rename re-seals every value under it.
+                sets = self._sealed(sid, data if sid != self._stored else sets)
             update = Update(
                 set=sets,
                 delete=deletes,
@@ -417,6 +474,10 @@ class Session(MutableMapping[str, Any]):
         # holds may change in place before the request ends: remember how it
         # looks. Any other key is remembered when it is next set or deleted.
         self._baseline = {key: _snapshot(key, data[key]) for key in written if type(data.get(key)) in _MUTABLE}
+
+    def _sealed(self, session_id: str, values: dict[str, Any]) -> dict[str, str]:
+        sealer = self._sealer_for(session_id)
+        return {name: sealer.seal(name, value) for name, value in values.items()}
 
     def regenerate(self) -> None:
         """Give the session a new ID, keeping its data and creation time; the old ID stops working.
@@ -529,7 +590,8 @@ class Session(MutableMapping[str, Any]):
         self.regenerate()
         self._user_id = user_id
         self.new_csrf_token()
-        if self._user_agent:
+        if self._user_agent and not self._settings.encrypt:
+            # (Sealed, the user's other sessions could not read it: none is kept.)
             self[USER_AGENT_KEY] = self._user_agent[:_MAX_USER_AGENT]
 
     def _user_index(self) -> UserIndex:
@@ -561,7 +623,7 @@ class Session(MutableMapping[str, Any]):
                     created_at=record.created_at,
                     last_seen=max(record.created_at, min(_clock.now(), record.expires_at - ttl)),
                     expires_at=record.expires_at,
-                    user_agent=agent if type(agent) is str else None,
+                    user_agent=agent if type(agent) is str and not sealing.is_sealed(agent) else None,
                 )
             )
         return infos

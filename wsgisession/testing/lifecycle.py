@@ -18,6 +18,12 @@ To run it against a store of your own::
 
     TestMyStoreLifecycle = MyStoreLifecycle.TestCase
 
+Set ``encrypt = True`` on the subclass to run it with sealed values
+(``SessionMiddleware(encrypt=True)``): the store must then hold every value
+sealed, and the model follows what sealing changes (no user agent is kept;
+a rename re-seals the values the renaming request has, so values another
+request added meanwhile cannot be opened and are deleted by the next save).
+
 ``make_store`` is called once per example; :meth:`SessionLifecycle.release_store`
 closes the store afterwards (override both to share one store between
 examples: the machine's user IDs are unique to each example). The store
@@ -27,6 +33,7 @@ moves.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import secrets
@@ -75,6 +82,8 @@ class _Record:
     user: str | None
     created: float
     expires: float
+    #: Names whose stored values cannot be opened (encrypt=True): absent to a read.
+    unreadable: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -94,13 +103,16 @@ class _Req:
     created: float | None = None
     expires: float | None = None
     origin_expires: float | None = None
+    unreadable: set[str] = field(default_factory=set)  # read but not opened: the next save deletes them
 
 
 class _Model:
     """What should happen: records by session ID, and each request's view."""
 
-    def __init__(self, ttl: float, absolute: float | None, rolling: bool, save_uninitialized: bool) -> None:
-        self.ttl, self.absolute = ttl, absolute
+    def __init__(
+        self, ttl: float, absolute: float | None, rolling: bool, save_uninitialized: bool, encrypt: bool = False
+    ) -> None:
+        self.ttl, self.absolute, self.encrypt = ttl, absolute, encrypt
         self.rolling, self.save_uninitialized = rolling, save_uninitialized
         self.records: dict[str, _Record] = {}
         #: The store calls the middleware's sessions should make, by operation.
@@ -134,6 +146,7 @@ class _Model:
         req.data, req.loaded = _copy(record.data), _copy(record.data)
         req.user = req.stored_user = record.user
         req.created, req.expires, req.origin_expires = record.created, record.expires, record.expires
+        req.unreadable = set(record.unreadable)
 
     @staticmethod
     def become_new(req: _Req) -> None:
@@ -141,11 +154,12 @@ class _Model:
         req.data, req.loaded = {}, {}
         req.user = req.stored_user = None
         req.created = req.expires = req.origin_expires = None
+        req.unreadable = set()
 
     def dirty(self, req: _Req) -> bool:
         if req.state == "new":
             return bool(req.data) or req.user is not None
-        if req.sid != req.stored or req.user != req.stored_user:
+        if req.sid != req.stored or req.user != req.stored_user or req.unreadable:
             return True
         sets, deletes = self.changes(req)
         return bool(sets or deletes)
@@ -170,20 +184,32 @@ class _Model:
                 self.become_new(req)
                 return
             sets, deletes = self.changes(req)
-            for k in deletes:
+            sid = req.sid
+            assert sid is not None and req.stored is not None
+            renamed = sid != req.stored
+            if renamed and self.encrypt:
+                # Re-sealed under the new ID: every value this request has;
+                # what another request added meanwhile stays sealed under the old one.
+                sets = req.data
+                left = set(old.data) - set(req.data) - set(req.loaded) - req.unreadable
+                old.unreadable = (old.unreadable - req.unreadable) | left
+            else:
+                old.unreadable -= req.unreadable
+            for k in deletes | req.unreadable:
                 old.data.pop(k, None)
             old.data.update(_copy(sets))
+            for k in old.unreadable:
+                old.data.pop(k, None)
             expires = self.expiry(req, now)
             old.expires = expires
             old.user = req.user
-            sid = req.sid
-            assert sid is not None and req.stored is not None
-            if sid != req.stored:
+            if renamed:
                 del self.records[req.stored]
                 self.records[sid] = old
         req.state, req.sid, req.stored, req.stored_user = "live", sid, sid, req.user
         req.expires = expires
         req.loaded = _copy(req.data)
+        req.unreadable = set()
 
     def touch(self, req: _Req, now: float) -> None:
         self.load(req, now)
@@ -321,6 +347,9 @@ def _app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterabl
 class SessionLifecycle(RuleBasedStateMachine):
     """The lifecycle model-based test. Subclass it and implement :meth:`make_store`."""
 
+    #: Run with ``SessionMiddleware(encrypt=True)``: every stored value sealed.
+    encrypt = False
+
     def make_store(self) -> Store:
         """The store under test, fresh or shared (user IDs are unique to each example)."""
         raise NotImplementedError("implement make_store() to return the store under test")
@@ -371,7 +400,7 @@ class SessionLifecycle(RuleBasedStateMachine):
         }
         self.max_age = max_age
         self.ttl = 86400 if max_age is None else max_age
-        self.model = _Model(self.ttl, absolute, rolling, save_uninitialized)
+        self.model = _Model(self.ttl, absolute, rolling, save_uninitialized, self.encrypt)
         first = self._new_secret()
         self.hosts = [self._host([first]), self._host([first])]
         self.switched_at: float | None = None
@@ -389,6 +418,7 @@ class SessionLifecycle(RuleBasedStateMachine):
             store=self.store,
             cookie_name=COOKIE,
             metrics=self.calls,
+            encrypt=self.encrypt,
             **self.options,
         )
         return _Host(keys, middleware)
@@ -544,7 +574,8 @@ class SessionLifecycle(RuleBasedStateMachine):
             req.sid = session.id
         req.user = self.users[user]
         req.data["_csrf_token"] = session["_csrf_token"]
-        req.data["_user_agent"] = self.browsers[req.browser].agent
+        if not self.encrypt:
+            req.data["_user_agent"] = self.browsers[req.browser].agent
 
     @precondition(lambda self: self.flights)
     @rule(n=st.integers(0, MAX_IN_FLIGHT - 1))
@@ -624,7 +655,11 @@ class SessionLifecycle(RuleBasedStateMachine):
                 assert record is None, "a session the model says is gone is in the store"
                 continue
             assert record is not None, "a live session is missing from the store"
-            assert _json(record.data) == _json(expected.data)
+            data = record.data
+            if self.encrypt:
+                data = self._opened(sid, data)
+                assert set(record.data) - set(data) == expected.unreadable, "the values that cannot be opened"
+            assert _json(data) == _json(expected.data)
             assert record.user_id == expected.user
             assert math.isclose(record.created_at, expected.created, abs_tol=0.01), "created_at"
             assert math.isclose(record.expires_at, expected.expires, abs_tol=0.01), "expires_at"
@@ -634,6 +669,19 @@ class SessionLifecycle(RuleBasedStateMachine):
                 stored = {k for k, _ in self.store.sessions_of(user)}
                 modelled = {store_key(s) for s in list(self.model.records) if self.model.user_of(s, now) == user}
                 assert stored == modelled, f"the sessions of {user}"
+
+    @staticmethod
+    def _opened(sid: str, data: dict[str, Any]) -> dict[str, Any]:
+        """The sealed values of session *sid* opened; those that do not open left out."""
+        from ..sealing import Sealer, is_sealed
+
+        sealer = Sealer(sid, store_key(sid))
+        opened = {}
+        for name, value in data.items():
+            assert is_sealed(value), f"{name!r} is stored in the clear"
+            with contextlib.suppress(ValueError):
+                opened[name] = sealer.open(name, value)
+        return opened
 
     @invariant()
     def store_calls_match_model(self) -> None:
