@@ -35,6 +35,8 @@ PACKAGES = (
     "sqlalchemy",
     "psycopg",
     "psycopg-pool",
+    "pymysql",
+    "cryptography",
     "gunicorn",
     "flask",
     "flask-session",

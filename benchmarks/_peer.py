@@ -13,20 +13,51 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, unquote, urlsplit
 
 WORKLOADS = ("login", "read", "update")
 SECRET = "benchmark-secret-" + "0123456789abcdef" * 3
 REDIS_URL = os.environ.get("WSGISESSION_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 POSTGRES_URL = os.environ.get("WSGISESSION_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+#: MariaDB (or MySQL): MySQLStore's URL without ``?table=``; every peer's tables go in its database.
+MYSQL_URL = os.environ.get("WSGISESSION_BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 #: Every session lives this long, whoever stores it (Beaker has no server-side expiry; see compare.py).
 MAX_AGE = 86400
 
 
 class Skipped(Exception):
     """A peer that cannot run here (a library or server is missing); the message says why."""
+
+
+def mysql_params(url: str = MYSQL_URL) -> dict[str, Any]:
+    """PyMySQL's ``connect()`` arguments for the server, user and database of a ``mysql://`` URL."""
+    parts = urlsplit(url)
+    return {
+        "host": parts.hostname or "localhost",
+        "port": parts.port or 3306,
+        "user": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password else "",
+        "database": unquote(parts.path.lstrip("/")),
+    }
+
+
+def mysql_sqlalchemy_url(url: str = MYSQL_URL) -> str:
+    """*url* as SQLAlchemy spells it for PyMySQL, in utf8mb4 as MySQLStore talks."""
+    p = mysql_params(url)
+    user = quote(p["user"] or "", safe="") + (":" + quote(p["password"], safe="") if p["password"] else "")
+    return f"mysql+pymysql://{user}@{p['host']}:{p['port']}/{quote(p['database'], safe='')}?charset=utf8mb4"
+
+
+def redacted(url: str) -> str:
+    """*url* with its password, if any, as ``***`` (for the results file and messages)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
 
 
 # -- the application every peer runs --------------------------------------------------------
@@ -207,12 +238,20 @@ class AppPeer(Peer):
     app: Callable[..., Any] | None = None
     patch: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
     environ: dict[str, Any] = field(default_factory=dict)
+    #: A check of what the peer stores, given the cookie a login set; raises if it is not what the peer claims.
+    verify: Callable[[str], None] | None = None
 
     def prepare(self, workload: str, target: float, min_n: int, max_n: int) -> int:
         assert self.app is not None
         with self.patch():
             self.environ = environ_for(self.name, self.kind, self.app, workload)
             check(self.name, self.kind, self.app, workload, self.environ)
+            if self.verify is not None:
+                _, headers, _ = call(self.app, dict(BASE_ENVIRON, PATH_INFO="/login"))
+                cookie = set_cookie(headers)
+                if cookie is None:
+                    raise RuntimeError(f"{self.name}: a login request set no cookie")
+                self.verify(cookie)
             return calibrate(self.run, target, min_n, max_n)
 
     def run(self, n: int) -> float:
@@ -225,7 +264,7 @@ class AppPeer(Peer):
 
 
 class Resources:
-    """Directories, PostgreSQL tables and schemas, Redis key prefixes made for one workload's peers.
+    """What one workload's peers make: directories, PostgreSQL and MySQL tables, schemas, databases, Redis prefixes.
 
     Names carry *tag* (random per run), so two runs on one server never meet;
     :meth:`release` removes everything, after the peers are closed.
@@ -236,13 +275,19 @@ class Resources:
         self.tag = tag
         self.tables: list[str] = []
         self.schemas: list[str] = []
+        self.mysql_tables: list[str] = []
+        self.mysql_databases: list[str] = []
         self.prefixes: list[str] = []
 
     def dir(self, name: str) -> str:
         return tempfile.mkdtemp(prefix=f"{name}-", dir=self.tmp)
 
+    def _name(self, label: str) -> str:
+        return f"{self.tag}_{label}".replace("-", "_")
+
     def table(self, label: str) -> str:
-        name = f"{self.tag}_{label}".replace("-", "_")
+        """The name of a PostgreSQL table, dropped on release."""
+        name = self._name(label)
         self.tables.append(name)
         return name
 
@@ -251,10 +296,24 @@ class Resources:
         import psycopg
         from psycopg import sql
 
-        name = f"{self.tag}_{label}".replace("-", "_")
+        name = self._name(label)
         with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5) as conn:
             conn.execute(sql.SQL("CREATE SCHEMA {s}").format(s=sql.Identifier(name)))
         self.schemas.append(name)
+        return name
+
+    def mysql_table(self, label: str) -> str:
+        """The name of a table in MYSQL_URL's database, dropped on release."""
+        name = self._name(label)
+        self.mysql_tables.append(name)
+        return name
+
+    def mysql_database(self, label: str) -> str:
+        """A new, empty MySQL database (for a peer that wants one of its own), dropped on release."""
+        name = self._name(label)
+        with _mysql_connection() as cur:
+            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+        self.mysql_databases.append(name)
         return name
 
     def prefix(self, label: str) -> str:
@@ -272,11 +331,32 @@ class Resources:
                     conn.execute(sql.SQL("DROP TABLE IF EXISTS {t} CASCADE").format(t=sql.Identifier(table)))
                 for schema in self.schemas:
                     conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {s} CASCADE").format(s=sql.Identifier(schema)))
+        if self.mysql_tables or self.mysql_databases:
+            with _mysql_connection() as cur:
+                for table in self.mysql_tables:
+                    cur.execute(f"DROP TABLE IF EXISTS `{table}`")
+                for database in self.mysql_databases:
+                    cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
         for prefix in self.prefixes:
             redis_delete(prefix + "*")
         self.tables.clear()
         self.schemas.clear()
+        self.mysql_tables.clear()
+        self.mysql_databases.clear()
         self.prefixes.clear()
+
+
+@contextlib.contextmanager
+def _mysql_connection() -> Iterator[Any]:
+    """A cursor on a PyMySQL connection of its own to MYSQL_URL's database (autocommit), closed afterwards."""
+    import pymysql
+
+    conn = pymysql.connect(**mysql_params(), charset="utf8mb4", autocommit=True, connect_timeout=5, read_timeout=60)
+    try:
+        with conn.cursor() as cur:
+            yield cur
+    finally:
+        conn.close()
 
 
 def redis_delete(pattern: str) -> None:

@@ -8,11 +8,21 @@ driven directly through WSGI with a prepared environ (no HTTP, no server):
 * ``update`` -- a valid cookie in: one key read and written back.
 
 Peers: ``bare`` (the body on a dict) and ``wsgisession`` (with durability
-variants on file and SQLite), ``beaker``; in a Flask app, ``flask-bare``,
-``wsgisession-flask`` and ``flask-session`` (peers_flask.py); in a Django
-project of its own process, ``django-bare`` and ``django`` (peers_django.py);
-and ``floor``, the store operations the workload cannot avoid plus one HMAC
-(floors.py). A peer's added time is over its own framework's bare app.
+variants on file and SQLite), ``wsgisession-sealed`` (``encrypt=True``: every
+value sealed with AES-256-GCM; needs ``cryptography``), ``beaker``; in a Flask
+app, ``flask-bare``, ``wsgisession-flask`` and ``flask-session``
+(peers_flask.py); in a Django project of its own process, ``django-bare`` and
+``django`` (peers_django.py); and ``floor``, the store operations the workload
+cannot avoid plus one HMAC (floors.py). A peer's added time is over its own
+framework's bare app. The summary sets wsgisession-sealed's added time beside
+plain wsgisession's (the difference is sealing's price per request) and beside
+every other middleware's, and says where it is still ahead of all of them.
+
+Stores: memory, file, sqlite, redis, postgres and mysql (MariaDB or MySQL
+through PyMySQL: MySQLStore, Beaker's and Flask-Session's SQLAlchemy backends
+on ``mysql+pymysql://``, Django's ``db`` engine on its MySQL backend with
+PyMySQL standing in for mysqlclient). A store whose server does not answer is
+skipped with the reason.
 
 Each (store, workload) pair is measured in rounds: in every round each peer
 serves N requests (N sized from a calibration run so that one batch takes
@@ -22,9 +32,9 @@ each comparison (microseconds added over the bare app, multiples of the
 floor, ratios between peers) is the median of the per-round differences or
 ratios, so both sides of it come from the same rounds of the same run.
 
-    python benchmarks/compare.py                              # all stores and peers, ~5 minutes
+    python benchmarks/compare.py                              # all stores and peers, ~7 minutes
     python benchmarks/compare.py --stores memory,file         # some stores
-    python benchmarks/compare.py --peers beaker,django        # some peers (bare, wsgisession, floor always run)
+    python benchmarks/compare.py --peers beaker,django        # some peers (bare, ours, ours sealed, floor always run)
     python benchmarks/compare.py --quick                      # a smoke run (seconds)
 """
 
@@ -47,6 +57,7 @@ import floors
 import peers_django
 import peers_flask
 from _peer import (
+    MYSQL_URL,
     POSTGRES_URL,
     REDIS_URL,
     SECRET,
@@ -57,16 +68,24 @@ from _peer import (
     Skipped,
     fresh_dict,
     handle,
+    mysql_params,
+    mysql_sqlalchemy_url,
+    redacted,
     redis_delete,
 )
 
-from wsgisession import SessionMiddleware, get_session
+from wsgisession import SessionMiddleware, get_session, sealing
+from wsgisession.ids import store_key
 from wsgisession.stores.file import FileStore
 from wsgisession.stores.memory import MemoryStore
 from wsgisession.stores.sqlite import SQLiteStore
 
-STORES = ("memory", "file", "sqlite", "redis", "postgres")
+STORES = ("memory", "file", "sqlite", "redis", "postgres", "mysql")
 PEERS = ("beaker", "flask-session", "django")
+#: The stores on a database server, whose tables the run drops afterwards.
+SQL = ("postgres", "mysql")
+#: The peers a summary row sets wsgisession-sealed against: every other middleware, each over its own bare app.
+RIVALS = ("beaker", "flask-session", "django")
 
 #: Beaker as configured for every store: the settings that make it fastest while
 #: still doing the same job (signed cookie, data on the server, explicit save).
@@ -146,6 +165,10 @@ class Setup:
         peers: list[Peer] = [AppPeer("bare", "bare", "the app body alone, a dict as its session", app=bare_app)]
         peers += self._ours(res)
         skipped: dict[str, str] = {}
+        if sealing.available():
+            peers.append(self._sealed_peer(res))
+        else:
+            skipped["wsgisession-sealed"] = "cryptography is not installed (pip install -e '.[encryption]')"
         builders: dict[str, Callable[[], list[Peer]]] = {
             "beaker": lambda: self._beaker(res),
             "flask-session": lambda: peers_flask.peers(
@@ -162,7 +185,7 @@ class Setup:
                 traceback.print_exc()
                 skipped[family] = f"{type(exc).__name__}: {exc}"
         try:
-            table = res.table("floor") if self.store == "postgres" else ""
+            table = {"postgres": res.table, "mysql": res.mysql_table}[self.store]("floor") if self.store in SQL else ""
             prefix = res.prefix("floor") if self.store == "redis" else ""
             peers.append(floors.floor_for(self.store, tmp=self.tmp, table=table, prefix=prefix))
         except Skipped as exc:
@@ -178,7 +201,7 @@ class Setup:
         if self.store == "file":
             return (
                 FileStore(res.dir(f"ours-{label}")),
-                "FileStore: an update overwrites a slot in place, then fdatasync; a new file is fsync'ed and renamed",
+                "FileStore: every write a temp file, fsync'ed, renamed over the record, then the directory fsync'ed",
             )
         if self.store == "sqlite":
             synchronous = options.get("synchronous", "NORMAL")
@@ -194,13 +217,27 @@ class Setup:
 
             table = res.table(f"ours_{label}")
             return PostgresStore(POSTGRES_URL, table=table), f"PostgresStore, table {table}"
+        if self.store == "mysql":
+            from wsgisession.stores.mysql import MySQLStore
+
+            table = res.mysql_table(f"ours_{label}")
+            url = f"{MYSQL_URL}{'&' if '?' in MYSQL_URL else '?'}table={table}"
+            return MySQLStore.from_url(url), f"MySQLStore (PyMySQL), table {table}"
         raise ValueError(self.store)
 
-    def _ours_peer(self, res: Resources, name: str, note: str = "", **kw: Any) -> AppPeer:
+    def _ours_peer(self, res: Resources, name: str, note: str = "", *, encrypt: bool = False, **kw: Any) -> AppPeer:
         options = {"synchronous": "FULL"} if name == "wsgisession-full" else {}
         store, what = self.ours_store(res, name.replace("wsgisession", "wsgi"), **options)
-        app = SessionMiddleware(ours_app, secret=SECRET, store=store, **WSGISESSION_OPTIONS)
+        app = SessionMiddleware(ours_app, secret=SECRET, store=store, encrypt=encrypt, **WSGISESSION_OPTIONS)
+        if encrypt:
+            kw["verify"] = sealed_in(store, name)
         return AppPeer(name, "wsgisession", note or what, cleanup=[store.close], app=app, **kw)
+
+    def _sealed_peer(self, res: Resources) -> AppPeer:
+        """wsgisession with ``encrypt=True`` on this store's default kind, checked to store nothing readable."""
+        peer = self._ours_peer(res, "wsgisession-sealed", encrypt=True, versus="wsgisession")
+        peer.note = f"encrypt=True (AES-256-GCM per value, key derived from the session ID), {peer.note}"
+        return peer
 
     def _ours(self, res: Resources) -> list[Peer]:
         peers: list[Peer] = [self._ours_peer(res, "wsgisession")]
@@ -229,7 +266,7 @@ class Setup:
             base = res.dir("beaker-file")
             note = "type=file, data_dir and lock_dir in a temp dir (writes without fsync)"
             options = {"type": "file", "data_dir": os.path.join(base, "data"), "lock_dir": os.path.join(base, "lock")}
-        elif self.store in ("sqlite", "postgres"):
+        elif self.store in ("sqlite", "postgres", "mysql"):
             try:
                 import sqlalchemy  # noqa: F401
             except ImportError as exc:
@@ -238,6 +275,11 @@ class Setup:
                 url = "sqlite:///" + os.path.join(res.dir("beaker-sqlite"), "b.db")
                 note = "type=ext:database (SQLAlchemy, pysqlite: journal_mode=DELETE, synchronous=FULL); no lock_dir"
                 options = {"type": "ext:database", "url": url}
+            elif self.store == "mysql":
+                url = mysql_sqlalchemy_url()
+                table = res.mysql_table("beaker")
+                note = f"type=ext:database (SQLAlchemy, PyMySQL), InnoDB table {table}; no lock_dir"
+                options = {"type": "ext:database", "url": url, "table_name": table}
             else:
                 url = _sqlalchemy_url(POSTGRES_URL)
                 table = res.table("beaker")
@@ -250,6 +292,21 @@ class Setup:
             cleanup.append(lambda: redis_delete("beaker_cache:*"))
         app = BeakerMiddleware(beaker_app, **BEAKER_OPTIONS, **options)
         return [AppPeer("beaker", "beaker", note, versus="wsgisession", cleanup=cleanup, app=app)]
+
+
+def sealed_in(store: Any, name: str) -> Callable[[str], None]:
+    """A check that the session a login cookie names holds only sealed values in *store*."""
+
+    def verify(cookie: str) -> None:
+        session_id = cookie.partition("=")[2].partition(".")[0]
+        record = store.load(store_key(session_id))
+        if record is None or set(record.data) != {"user", "n"}:
+            raise RuntimeError(f"{name}: the login's session is not in the store as written ({record!r})")
+        readable = sorted(k for k, v in record.data.items() if not sealing.is_sealed(v))
+        if readable:
+            raise RuntimeError(f"{name}: values stored unsealed: {readable}")
+
+    return verify
 
 
 def _dispose_beaker_engine(url: str) -> None:
@@ -294,7 +351,24 @@ def postgres_problem() -> str | None:
     return None
 
 
+def mysql_problem() -> str | None:
+    """Why the MySQL benchmarks cannot run, or None if they can."""
+    try:
+        import pymysql
+    except ImportError:
+        return "PyMySQL is not installed (pip install -e '.[mysql]')"
+    try:
+        pymysql.connect(**mysql_params(), connect_timeout=3, read_timeout=3).close()
+    except pymysql.err.MySQLError as exc:
+        return f"MySQL at {redacted(MYSQL_URL)} does not answer: {exc}"
+    return None
+
+
 # -- one workload -----------------------------------------------------------------------------
+
+
+def _median_difference(minuends: list[float], subtrahends: list[float]) -> float:
+    return round(_bench.median([a - b for a, b in zip(minuends, subtrahends, strict=True)]), 3)
 
 
 def _median_ratio(numerators: list[float], denominators: list[float]) -> float | None:
@@ -348,6 +422,15 @@ def summarize(
                 entry["x_store_ops"] = _median_ratio(added[peer.name], floor_ops)
             if peer.versus in added:
                 entry["overhead_vs_wsgisession"] = _median_ratio(added[peer.name], added[peer.versus])
+            if peer.kind == "wsgisession" and peer.baseline == "bare":
+                # By how much each other middleware's added time exceeds this one's (each over its own
+                # framework's bare app), round by round: positive, this one is ahead.
+                entry["lead_over_peers_us"] = {
+                    rival: _median_difference(added[rival], added[peer.name]) for rival in RIVALS if rival in added
+                }
+        if peer.name == "wsgisession-sealed" and "wsgisession" in per_round:
+            # Both over the same bare app in the same rounds: the difference of their times is sealing's price.
+            entry["sealing_added_us"] = _median_difference(us, per_round["wsgisession"])
         # Time ratios only where both sides run in the same framework.
         if "beaker" in by_name and peer.kind == "wsgisession" and peer.baseline == "bare":
             entry["speedup_vs_beaker"] = _median_ratio(per_round["beaker"], us)
@@ -425,16 +508,30 @@ SUMMARY_HEADERS = (
     "floor µs",
     "ours +µs",
     "x floor",
+    "sealed +µs",
+    "sealing +µs",
     "Beaker +µs",
     "ours in Flask +µs",
     "Flask-Session +µs",
     "Django +µs",
+    "sealed ahead",
 )
+RIVAL_NAMES = {"beaker": "Beaker", "flask-session": "Flask-Session", "django": "Django"}
+
+
+def _ahead(entry: dict[str, Any]) -> str | None:
+    """Whether a wsgisession peer adds less than every other middleware beside it ("no: ..." names the others)."""
+    leads: dict[str, float] | None = entry.get("lead_over_peers_us")
+    if not leads:
+        return None
+    behind = [RIVAL_NAMES[rival] for rival, lead in leads.items() if lead <= 0]
+    return "no: " + ", ".join(behind) if behind else "yes"
 
 
 def summary(results: list[dict[str, Any]]) -> str:
     rows = []
     notes = []
+    verdicts: list[tuple[str, str]] = []
     for store in results:
         for w in store.get("workloads", []):
             peers = w["peers"]
@@ -443,6 +540,8 @@ def summary(results: list[dict[str, Any]]) -> str:
                 return peers.get(name, {}).get("added_us_vs_bare")
 
             ours = peers.get("wsgisession", {})
+            sealed = peers.get("wsgisession-sealed", {})
+            ahead = _ahead(sealed)
             rows.append(
                 [
                     store["store"],
@@ -451,12 +550,17 @@ def summary(results: list[dict[str, Any]]) -> str:
                     peers.get("floor", {}).get("us_per_request"),
                     ours.get("added_us_vs_bare"),
                     _x(ours.get("x_floor")),
+                    sealed.get("added_us_vs_bare"),
+                    sealed.get("sealing_added_us"),
                     added("beaker"),
                     added("wsgisession-flask"),
                     added("flask-session"),
                     added("django"),
+                    ahead,
                 ]
             )
+            if ahead is not None:
+                verdicts.append((f"{store['store']} {w['workload']}", ahead))
             if store["store"] == "redis" and w["workload"] == "read" and "x_store_ops" in ours:
                 hgetall = peers["floor"]["store_ops_us"]
                 notes.append(
@@ -465,6 +569,18 @@ def summary(results: list[dict[str, Any]]) -> str:
                 )
         if "fsync_us" in store:
             notes.append(f"file: one os.fsync of a small file just written: {store['fsync_us']} µs")
+        if "wsgisession-sealed" in store.get("skipped_peers", {}):
+            notes.append(
+                f"{store['store']}: wsgisession-sealed skipped ({store['skipped_peers']['wsgisession-sealed']})"
+            )
+    if verdicts:
+        behind = [f"{where} ({verdict})" for where, verdict in verdicts if verdict != "yes"]
+        notes.append(
+            f"wsgisession-sealed adds less than every other middleware on {len(verdicts) - len(behind)} of "
+            f"{len(verdicts)} store/workloads measured beside one"
+            + (f"; not on: {'; '.join(behind)}" if behind else "")
+            + " (sealed +µs against each peer's own +µs, round by round)"
+        )
     return "\n".join([_bench.table(SUMMARY_HEADERS, rows), *notes])
 
 
@@ -475,7 +591,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--peers",
         default=",".join(PEERS),
-        help=f"comma-separated, from {','.join(PEERS)} (bare, wsgisession and the floor always run)",
+        help=f"comma-separated, from {','.join(PEERS)} "
+        "(bare, wsgisession, wsgisession-sealed and the floor always run)",
     )
     parser.add_argument("--rounds", type=int, default=7, help="rounds per workload (default 7)")
     parser.add_argument(
@@ -488,9 +605,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tmpdir", default=None, help="where the file and SQLite stores live (default: system temp)")
     parser.add_argument(
         "--profile",
-        metavar="STORE:WORKLOAD",
+        metavar="STORE:WORKLOAD[:sealed]",
         default=None,
-        help="instead of comparing, run wsgisession's peer under cProfile (e.g. memory:update) and print the top calls",
+        help="instead of comparing, run wsgisession's peer (or, with :sealed, wsgisession-sealed) under cProfile "
+        "(e.g. memory:update) and print the top calls",
     )
     args = parser.parse_args(argv)
     args.stores = [s.strip() for s in args.stores.split(",") if s.strip()]
@@ -519,19 +637,24 @@ def profile(spec: str, args: argparse.Namespace) -> int:
     import pstats
 
     store, _, workload = spec.partition(":")
-    if store not in STORES or workload not in WORKLOADS:
-        print(f"--profile wants STORE:WORKLOAD, e.g. memory:update (not {spec!r})", file=sys.stderr)
+    workload, _, variant = workload.partition(":")
+    if store not in STORES or workload not in WORKLOADS or variant not in ("", "sealed"):
+        print(f"--profile wants STORE:WORKLOAD[:sealed], e.g. memory:update (not {spec!r})", file=sys.stderr)
+        return 2
+    if variant and not sealing.available():
+        print("--profile ...:sealed needs the cryptography package (pip install -e '.[encryption]')", file=sys.stderr)
         return 2
     tmp = tempfile.mkdtemp(prefix="wsgisession-bench-", dir=args.tmpdir)
     res = Resources(tmp, f"bench_{secrets.token_hex(4)}_profile")
-    ours = Setup(store, tmp, (), res.tag)._ours_peer(res, "wsgisession")
+    setup = Setup(store, tmp, (), res.tag)
+    ours = setup._sealed_peer(res) if variant else setup._ours_peer(res, "wsgisession")
     try:
         n = ours.prepare(workload, 0.01 if args.quick else 2.0, 20, 50 if args.quick else 200_000)
         profiler = cProfile.Profile()
         profiler.enable()
         ours.run(n)
         profiler.disable()
-        print(f"wsgisession, {store}, {workload}: {n:,} requests under cProfile (times inflated by the profiler)")
+        print(f"{ours.name}, {store}, {workload}: {n:,} requests under cProfile (times inflated by the profiler)")
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(25)
     finally:
         ours.close()
@@ -563,13 +686,15 @@ def main(argv: list[str] | None = None) -> int:
             "wsgisession_options": WSGISESSION_OPTIONS,
             "floor": "the workload's store operations with the store's client library, plus one HMAC-SHA256 of "
             "43 bytes; see benchmarks/floors.py",
-            "redis_url": REDIS_URL,
-            "postgres_url": POSTGRES_URL,
+            "wsgisession_sealed": "encrypt=True" if sealing.available() else "skipped: cryptography is not installed",
+            "redis_url": redacted(REDIS_URL),
+            "postgres_url": redacted(POSTGRES_URL),
+            "mysql_url": redacted(MYSQL_URL),
         },
     )
     tmp = tempfile.mkdtemp(prefix="wsgisession-bench-", dir=args.tmpdir)
     tag = f"bench_{secrets.token_hex(4)}"
-    problems = {"redis": redis_problem, "postgres": postgres_problem}
+    problems = {"redis": redis_problem, "postgres": postgres_problem, "mysql": mysql_problem}
     try:
         for store in args.stores:
             if store in problems and (problem := problems[store]()) is not None:

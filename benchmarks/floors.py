@@ -7,7 +7,7 @@ the same rounds, so "x floor" (a middleware's added time over its floor) is a
 ratio within one round, as the others are.
 
 * read: one load -- a ``SELECT data FROM t WHERE key = ?`` (SQLite,
-  PostgreSQL), one ``HGETALL`` through redis-py's public client, one
+  PostgreSQL, MySQL), one ``HGETALL`` through redis-py's public client, one
   ``open`` + ``read`` + ``close`` of a file, one ``dict`` lookup;
 * update: that load, then one write -- an ``UPDATE`` (autocommit), one
   ``EVALSHA`` of a script that sets one hash field, a temp file written,
@@ -17,7 +17,15 @@ ratio within one round, as the others are.
   store of a new key.
 
 The SQLite floor uses the pragmas of SQLiteStore's default (WAL,
-``synchronous=NORMAL``); the records are the session's JSON, 22 bytes.
+``synchronous=NORMAL``); the MySQL floor, PyMySQL with MySQLStore's connection
+settings. The records are the session's JSON, 22 bytes.
+
+The SQL floors write a whole record where the stores merge the changed keys
+into it (``JSON_MERGE_PATCH`` in MySQL, a ``jsonb`` merge in PostgreSQL) and
+create a new session with an upsert: the merge is what lets two requests of
+one session that change different keys both land, and the upsert's
+``ON DUPLICATE KEY``/``ON CONFLICT`` branch runs only for a key that exists,
+which a fresh 256-bit ID never is. Both are the stores' cost, not the floor's.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from _peer import POSTGRES_URL, REDIS_URL, SECRET, Peer, Skipped, calibrate
+from _peer import MYSQL_URL, POSTGRES_URL, REDIS_URL, SECRET, Peer, Skipped, calibrate, mysql_params
 
 DATA = '{"user":"alice","n":0}'
 DATA_BYTES = DATA.encode()
@@ -75,7 +83,7 @@ class Floor(Peer):
 
     ops: dict[str, str] = field(default_factory=dict)
     tmp: str = ""  # where a file or SQLite floor makes its directory
-    table: str = ""  # PostgreSQL: the caller drops it
+    table: str = ""  # PostgreSQL, MySQL: the caller drops it
     prefix: str = ""  # Redis: the caller deletes the keys under it
     workload: str = ""
     parts: list[tuple[float, float]] = field(default_factory=list)
@@ -257,6 +265,60 @@ class PostgresFloor(Floor):
         return time.perf_counter() - started
 
 
+class MySQLFloor(Floor):
+    def setup(self, workload: str) -> None:
+        import pymysql
+        from pymysql.constants import CLIENT
+
+        # MySQLStore's connection, as its constructor sets it up with the default timeouts.
+        self.conn = pymysql.connect(
+            **mysql_params(MYSQL_URL),
+            charset="utf8mb4",
+            autocommit=True,
+            client_flag=CLIENT.FOUND_ROWS,
+            connect_timeout=5.0,
+            read_timeout=15.0,
+            write_timeout=15.0,
+            init_command="SET SESSION innodb_lock_wait_timeout = 5",
+        )
+        self.cleanup.append(self.conn.close)
+        self.cur = self.conn.cursor()
+        self.cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        t = f"`{self.table}`"
+        self.cur.execute(
+            f"CREATE TABLE {t} (`key` VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, "
+            "data TEXT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+        )
+        self.cur.execute(f"INSERT INTO {t} (`key`, data) VALUES ('k', %s)", (DATA,))
+        self.q_insert = f"INSERT INTO {t} (`key`, data) VALUES (%s, %s)"
+        self.q_select = f"SELECT data FROM {t} WHERE `key` = %s"
+        self.q_update = f"UPDATE {t} SET data = %s WHERE `key` = %s"
+
+    def login(self, n: int) -> float:
+        execute, query, keys = self.cur.execute, self.q_insert, self.new_keys(n)
+        started = time.perf_counter()
+        for key in keys:
+            execute(query, (key, DATA))
+        return time.perf_counter() - started
+
+    def read(self, n: int) -> float:
+        execute, fetchone, query = self.cur.execute, self.cur.fetchone, self.q_select
+        started = time.perf_counter()
+        for _ in range(n):
+            execute(query, ("k",))
+            fetchone()
+        return time.perf_counter() - started
+
+    def update(self, n: int) -> float:
+        execute, fetchone, select, update = self.cur.execute, self.cur.fetchone, self.q_select, self.q_update
+        started = time.perf_counter()
+        for _ in range(n):
+            execute(select, ("k",))
+            fetchone()
+            execute(update, (DATA, "k"))
+        return time.perf_counter() - started
+
+
 #: The write every Redis floor makes: one field of one hash, through EVALSHA as RedisStore writes.
 REDIS_SCRIPT = "return redis.call('HSET', KEYS[1], 'd', ARGV[1])"
 
@@ -296,7 +358,7 @@ class RedisFloor(Floor):
 
 
 def floor_for(store: str, *, tmp: str, table: str = "", prefix: str = "") -> Floor:
-    """The floor peer of *store*; *table* (PostgreSQL) and *prefix* (Redis) are the caller's to clean up."""
+    """The floor peer of *store*; *table* (PostgreSQL, MySQL) and *prefix* (Redis) are the caller's to clean up."""
     if store == "memory":
         ops = {"login": "one dict store of a new key", "read": "one dict lookup", "update": "a lookup and a store"}
         return _floor(MemoryFloor, "a Python dict", ops)
@@ -308,11 +370,18 @@ def floor_for(store: str, *, tmp: str, table: str = "", prefix: str = "") -> Flo
             "update": f"a read, then {write} over it",
         }
         return _floor(FileFloor, "os.open/os.read/os.write/os.fsync/os.rename of a 22-byte record", ops, tmp=tmp)
-    if store in ("sqlite", "postgres"):
+    if store in ("sqlite", "postgres", "mysql"):
         select = "SELECT data FROM t WHERE key = ?"
         ops = {"login": "one INSERT (autocommit)", "read": f"one {select}", "update": f"one {select}, one UPDATE"}
         if store == "sqlite":
             return _floor(SQLiteFloor, "sqlite3, WAL, synchronous=NORMAL (SQLiteStore's default)", ops, tmp=tmp)
+        if store == "mysql":
+            try:
+                import pymysql  # noqa: F401
+            except ImportError as exc:
+                raise Skipped("PyMySQL is not installed") from exc
+            note = f"PyMySQL, one connection in autocommit with MySQLStore's settings, InnoDB table {table}"
+            return _floor(MySQLFloor, note, ops, table=table)
         try:
             import psycopg  # noqa: F401
         except ImportError as exc:

@@ -7,8 +7,17 @@ code for that store's engine, builds two WSGI handlers and serves them:
 * ``django-bare`` -- the same project without ``SessionMiddleware``, the view
   running the body on a dict;
 * ``django`` -- ``SessionMiddleware`` (the only middleware) with
-  ``SESSION_ENGINE`` ``db`` (SQLite, PostgreSQL), ``file`` or ``cache``
+  ``SESSION_ENGINE`` ``db`` (SQLite, PostgreSQL, MySQL), ``file`` or ``cache``
   (``django.core.cache.backends.redis.RedisCache``).
+
+On MySQL (MariaDB) Django's own backend runs on PyMySQL, installed in the
+worker as ``MySQLdb`` (``pymysql.install_as_MySQLdb()``), in a database of its
+own that compare.py drops afterwards. Django checks only
+``MySQLdb.version_info`` against the mysqlclient it needs (1.4.3 for Django
+5.2), and PyMySQL 1.1 and later report a version past it, so nothing is
+patched; should a Django refuse the driver or the server
+(``ImproperlyConfigured``, ``NotSupportedError``), the peer is skipped with
+Django's reason.
 
 The worker takes one command per line on stdin and answers one JSON line:
 ``prepare`` (log in for a cookie, check the workload, calibrate a batch) and
@@ -36,6 +45,7 @@ from urllib.parse import unquote, urlsplit
 from _peer import (
     BASE_ENVIRON,
     MAX_AGE,
+    MYSQL_URL,
     POSTGRES_URL,
     REDIS_URL,
     SECRET,
@@ -48,19 +58,24 @@ from _peer import (
     environ_for,
     fresh_dict,
     handle,
+    mysql_params,
 )
 
-STORES = ("file", "sqlite", "redis", "postgres")
+STORES = ("file", "sqlite", "redis", "postgres", "mysql")
+#: The stores whose engine is ``db``: Django's tables are made by ``migrate``.
+DATABASE_STORES = ("sqlite", "postgres", "mysql")
 ENGINES = {
     "file": "django.contrib.sessions.backends.file",
     "sqlite": "django.contrib.sessions.backends.db",
     "postgres": "django.contrib.sessions.backends.db",
+    "mysql": "django.contrib.sessions.backends.db",
     "redis": "django.contrib.sessions.backends.cache",
 }
 NOTES = {
     "file": "SESSION_ENGINE=file: a temp file renamed over the record, no fsync",
     "sqlite": "SESSION_ENGINE=db on SQLite (journal_mode=DELETE, synchronous=FULL: Django's defaults)",
     "postgres": "SESSION_ENGINE=db on PostgreSQL (psycopg 3)",
+    "mysql": "SESSION_ENGINE=db on MySQL (django.db.backends.mysql, PyMySQL as MySQLdb), a database of its own",
     "redis": "SESSION_ENGINE=cache, CACHES RedisCache (django.core.cache.backends.redis)",
 }
 
@@ -142,10 +157,14 @@ def peers(store: str, res: Resources) -> list[Peer]:
         config["path"] = os.path.join(res.dir("django-sqlite"), "dj.db")
     elif store == "postgres":
         config["schema"] = res.schema("django")
+    elif store == "mysql":
+        config["database"] = res.mysql_database("django")
     elif store == "redis":
         config["prefix"] = res.prefix("django")
     worker = Worker(config)
     note = f"Django {worker.django_version}, {NOTES[store]}"
+    if store == "mysql":
+        note += f" ({config['database']})"
     return [
         DjangoPeer("django-bare", "bare", "Django, no SessionMiddleware: the body on a dict", worker=worker),
         DjangoPeer(
@@ -200,6 +219,20 @@ def _settings(config: dict[str, Any]) -> dict[str, Any]:
                 "OPTIONS": {"options": f"-c search_path={config['schema']}"},
             }
         }
+    elif store == "mysql":
+        params = mysql_params(MYSQL_URL)
+        settings["DATABASES"] = {
+            "default": {
+                "ENGINE": "django.db.backends.mysql",
+                "NAME": config["database"],
+                "USER": params["user"] or "",
+                "PASSWORD": params["password"],
+                "HOST": params["host"],
+                "PORT": str(params["port"]),
+                "CONN_MAX_AGE": None,
+                "OPTIONS": {"charset": "utf8mb4"},
+            }
+        }
     elif store == "file":
         settings["SESSION_FILE_PATH"] = config["dir"]
     elif store == "redis":
@@ -211,6 +244,10 @@ def _settings(config: dict[str, Any]) -> dict[str, Any]:
             }
         }
     return settings
+
+
+class Refused(Exception):
+    """Django will not run on this store's server or driver; the message says why."""
 
 
 def _handlers(config: dict[str, Any]) -> dict[str, Any]:
@@ -232,12 +269,21 @@ def _handlers(config: dict[str, Any]) -> dict[str, Any]:
     urls.urlpatterns = [path(workload, view) for workload in ("login", "read", "update")]  # type: ignore[attr-defined]
     sys.modules["bench_urls"] = urls
 
+    if config["store"] == "mysql":
+        import pymysql
+
+        pymysql.install_as_MySQLdb()
     settings.configure(**_settings(config))
     django.setup()
-    if config["store"] in ("sqlite", "postgres"):
+    if config["store"] in DATABASE_STORES:
+        from django.core.exceptions import ImproperlyConfigured
         from django.core.management import call_command
+        from django.db import NotSupportedError
 
-        call_command("migrate", run_syncdb=True, verbosity=0)
+        try:
+            call_command("migrate", run_syncdb=True, verbosity=0)
+        except (ImproperlyConfigured, NotSupportedError) as exc:
+            raise Refused(f"Django {django.get_version()} refuses this database or driver: {exc}") from exc
     with override_settings(MIDDLEWARE=[]):
         bare = WSGIHandler()  # the middleware chain is built here, once
     return {"django-bare": bare, "django": WSGIHandler(), "version": django.get_version()}
@@ -252,6 +298,9 @@ def serve(config: dict[str, Any], commands: IO[str], answers: IO[str]) -> None:
         handlers = _handlers(config)
     except ImportError as exc:
         say({"skipped": f"{exc.name or exc} is not installed (pip install -e '.[bench]')"})
+        return
+    except Refused as exc:
+        say({"skipped": str(exc)})
         return
     except Exception:
         say({"error": traceback.format_exc()})

@@ -7,8 +7,9 @@ Three peers per store, each a Flask app with the same three views (the body of
   cookie session stays a null session), the body on a dict;
 * ``wsgisession-flask`` -- ``wsgisession.integrations.flask.init_app`` with
   the store wsgisession is measured on;
-* ``flask-session`` -- Flask-Session 0.8 (``SESSION_TYPE`` redis, sqlalchemy
-  or cachelib).
+* ``flask-session`` -- Flask-Session 0.8 (``SESSION_TYPE`` redis, cachelib,
+  or sqlalchemy: on SQLite, PostgreSQL through psycopg and MariaDB/MySQL
+  through PyMySQL).
 
 Both session peers' added time is over ``flask-bare``, so Flask's own cost
 cancels out of the comparison.
@@ -32,9 +33,10 @@ from _peer import (
     Skipped,
     fresh_dict,
     handle,
+    mysql_sqlalchemy_url,
 )
 
-STORES = ("file", "sqlite", "redis", "postgres")
+STORES = ("file", "sqlite", "redis", "postgres", "mysql")
 
 #: Flask-Session's settings for every backend, all but the backend's own.
 #: ``SESSION_REFRESH_EACH_REQUEST=False``: with Flask's default (True) and a
@@ -109,6 +111,12 @@ def _configure(store: str, res: Resources) -> Peer:
             uri = "sqlite:///" + res.dir("flask-session-sqlite") + "/fs.db"
             table = "sessions"
             note = "SESSION_TYPE=sqlalchemy on SQLite (pysqlite: journal_mode=DELETE, synchronous=FULL)"
+        elif store == "mysql":
+            import pymysql  # noqa: F401  (SQLAlchemy's mysql+pymysql driver; missing: the family is skipped)
+
+            uri = mysql_sqlalchemy_url()
+            table = res.mysql_table("flask_session")
+            note = f"SESSION_TYPE=sqlalchemy on MySQL (PyMySQL), InnoDB table {table}"
         else:
             uri = "postgresql+psycopg://" + POSTGRES_URL.partition("://")[2]
             table = res.table("flask_session")
