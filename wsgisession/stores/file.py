@@ -63,6 +63,7 @@ _MARKER_ATTEMPTS = 5
 _POLL_FIRST, _POLL_MAX = 0.001, 0.05
 _READ_CHUNK = 64 * 1024
 _OPEN_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW
+_LOCK_FLAGS = os.O_RDONLY | os.O_CREAT | _OPEN_FLAGS
 _FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _UNAVAILABLE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS})
 
@@ -89,21 +90,16 @@ def encode_record_file(record: Record) -> bytes:
 _live_stores: weakref.WeakSet[FileStore] = weakref.WeakSet()
 
 
-def _reset_after_fork() -> None:
+def _new_locks_after_fork() -> None:
     for store in list(_live_stores):
-        store._thread_locks = [threading.Lock() for _ in range(256)]
+        store._thread_locks = _stripe_locks()
 
 
-os.register_at_fork(after_in_child=_reset_after_fork)
+os.register_at_fork(after_in_child=_new_locks_after_fork)
 
 
 class FileStore(StoreBase):
-    """Sessions as JSON files in one directory, safe across threads and processes.
-
-    Each write replaces the session's file whole (temp file, ``fsync``,
-    ``os.replace``, ``fsync`` of the directory): a crash or a full disk never
-    leaves a half-written record. Changes to one session are serialised by
-    ``flock``, so workers that change different keys of a session both land.
+    """Sessions as JSON files in one directory, safe across threads and processes (see above).
 
     :param path: the store directory, resolved now (a later ``chdir`` does not
         move it). Session files are made 0600.
@@ -141,7 +137,7 @@ class FileStore(StoreBase):
         self._lock_dir = os.path.join(self._dir, ".locks")
         self._users_dir = os.path.join(self._dir, ".users")
         self._lock_timeout = float(lock_timeout)
-        self._thread_locks = [threading.Lock() for _ in range(256)]
+        self._thread_locks = _stripe_locks()
         self._open_directory(create)
         _live_stores.add(self)
 
@@ -149,26 +145,19 @@ class FileStore(StoreBase):
     def from_url(cls, url: str, *, create: bool = True) -> FileStore:
         """Make a store from ``file:///absolute/path[?lock_timeout=seconds]`` (the path percent-decoded).
 
-        :raises ConfigurationError: a host other than empty or ``localhost``, a
-            relative path, a fragment, or an unknown or repeated option.
+        :raises ConfigurationError: any other form, or an unknown or repeated option.
         """
         parts = urlsplit(url)
-        if parts.scheme != "file":
-            raise ConfigurationError(f"not a file URL (expected file:///absolute/path): {url!r}")
-        if parts.netloc not in ("", "localhost"):
-            raise ConfigurationError(
-                f"file URL must have an absolute path, file:///path (three slashes), not host {parts.netloc!r}: {url!r}"
-            )
-        if parts.fragment:
-            raise ConfigurationError(f"file URL must not have a #fragment: {url!r}")
         try:
             path = unquote(parts.path, errors="strict")
         except UnicodeDecodeError:
-            raise ConfigurationError(f"file URL path is not percent-encoded UTF-8: {url!r}") from None
-        if not path.startswith("/"):
-            raise ConfigurationError(f"file URL must have an absolute path: {url!r}")
-        options: dict[str, Any] = query_options(url, {"lock_timeout": float})
-        return cls(path, create=create, **options)
+            path = ""
+        if parts.scheme != "file" or parts.netloc not in ("", "localhost") or parts.fragment or path[:1] != "/":
+            raise ConfigurationError(
+                "a file store URL is file:///absolute/path (three slashes, no other host than localhost, "
+                f"no #fragment, the path percent-encoded UTF-8), not {url!r}"
+            )
+        return cls(path, create=create, **query_options(url, {"lock_timeout": float}))  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         return f"<FileStore {self._dir!r}>"
@@ -206,11 +195,12 @@ class FileStore(StoreBase):
         head, _, data = b"".join(chunks).partition(b"\n")
         try:
             meta = _json.decode(head)
-        except ValueError:
+            times = meta["created_at"], meta["expires_at"]
+        except (ValueError, TypeError, KeyError):  # not JSON, not an object, or without its times
             return _CORRUPT
-        if type(meta) is not dict or not (_is_time(meta.get("created_at")) and _is_time(meta.get("expires_at"))):
+        if not (_is_time(times[0]) and _is_time(times[1])):
             return _CORRUPT
-        return data, meta["created_at"], meta["expires_at"], meta.get("user_id")
+        return data, *times, meta.get("user_id")
 
     def _write(self, key: str, update: Update, now: float) -> bool:
         source = key if update.replaces is None else update.replaces
@@ -278,6 +268,38 @@ class FileStore(StoreBase):
         with self._errors("prune"):
             yield from self._prune_batches(now, batch_size)
 
+    def _prune_batches(self, now: float, batch_size: int) -> Iterator[int]:
+        removed = 0
+        with os.scandir(self._dir) as entries:
+            for entry in entries:
+                st = _regular(entry)  # anything else is a stranger: left alone, so no prune fails on it
+                if st is None:
+                    continue
+                if entry.name.startswith(_TMP_PREFIX):
+                    if st.st_ctime < now - _STALE_TMP_AGE:  # ctime: its mtime is an expiry
+                        log.info("removing a temporary file left by a crashed writer in %s", self._dir)
+                        self._remove(entry.path, "a temporary file")
+                elif valid_key(entry.name) and st.st_mtime <= now and self._prune_one(entry.name, now):
+                    removed += 1
+                    if removed == batch_size:
+                        self._sync_dir()
+                        yield removed
+                        removed = 0
+        if removed:
+            self._sync_dir()
+            yield removed
+        for digest in self._index_names():
+            self._clean_markers(digest, self._index_names(digest), now)
+
+    def _prune_one(self, key: str, now: float) -> bool:
+        with self._locked(key):
+            parts = self._read(key)
+            record = None if parts is None else self.decode(*parts)
+            if parts is None or (record is not None and record.expires_at > now) or not self._unlink(key):
+                return False
+            self._unbind(key, record)  # expired: it can never come back live
+        return True
+
     def sessions_of(self, user_id: str) -> list[tuple[str, Record]]:
         """The live records bound to *user_id*, oldest first. Reads that user's records only.
 
@@ -310,9 +332,7 @@ class FileStore(StoreBase):
                         live += int(record.expires_at > now)
             if deleted:
                 self._sync_dir()
-            for key in seen:  # only now that the deletions are durable may the markers go
-                self._bound_record(digest, key, now)
-            self._remove_user_dir(digest)
+            self._clean_markers(digest, seen, now)  # only now that the deletions are durable
         return live
 
     def count(self) -> int:
@@ -321,11 +341,9 @@ class FileStore(StoreBase):
         with self._errors("count"), os.scandir(self._dir) as entries:
             for entry in entries:
                 st = _regular(entry) if valid_key(entry.name) else None
-                if st is None:
-                    continue
-                if st.st_mtime > now:  # the hint is never later than the expiry: live
+                if st is not None and st.st_mtime > now:  # the hint is never later than the expiry: live
                     total += 1
-                else:
+                elif st is not None:
                     record = self._record(entry.name)
                     total += int(record is not None and record.expires_at > now)
         return total
@@ -333,7 +351,7 @@ class FileStore(StoreBase):
     def index_size(self) -> int:
         """How many markers the user index holds, stale ones included (for tests and diagnostics)."""
         with self._errors("index_size"):
-            return sum(len(self._markers(digest)) for digest in self._user_digests())
+            return sum(len(self._index_names(digest)) for digest in self._index_names())
 
     # -- files ------------------------------------------------------------------------------
 
@@ -341,11 +359,9 @@ class FileStore(StoreBase):
         try:
             if create and _mkdir(self._dir):
                 log.info("created session directory %s", self._dir)
-        except FileNotFoundError:
-            message = f"FileStore cannot create {self._dir}: its parent directory does not exist"
-            raise StoreUnavailableError(message) from None
         except OSError as exc:
-            raise StoreUnavailableError(f"FileStore cannot create {self._dir}: {_describe(exc)}") from exc
+            why = "its parent directory does not exist" if isinstance(exc, FileNotFoundError) else _describe(exc)
+            raise StoreUnavailableError(f"FileStore cannot create {self._dir}: {why}") from exc
         try:
             mode = os.stat(self._dir).st_mode
         except OSError as exc:
@@ -363,11 +379,8 @@ class FileStore(StoreBase):
         except OSError as exc:
             raise StoreUnavailableError(f"FileStore cannot write to {self._dir}: {_describe(exc)}") from exc
         if mode & 0o077:
-            security_log.warning(
-                "FileStore directory %s is accessible to other users (mode %o); make it 0700",
-                self._dir,
-                stat.S_IMODE(mode),
-            )
+            message = "FileStore directory %s is accessible to other users (mode %o); make it 0700"
+            security_log.warning(message, self._dir, stat.S_IMODE(mode))
 
     def _record(self, key: str) -> Record | None:
         """*key*'s record whatever its expiry; ``None`` if there is none, or it is corrupt (logged)."""
@@ -394,7 +407,7 @@ class FileStore(StoreBase):
                 os.close(fd)
             os.replace(tmp, self._prefix + key)
         except BaseException:
-            _unlink_quietly(tmp)
+            self._remove(tmp, "a temporary file")
             raise
         self._sync_dir()
 
@@ -404,6 +417,17 @@ class FileStore(StoreBase):
         except FileNotFoundError:
             return False
         return True
+
+    def _remove(self, path: str, what: str, directory: bool = False) -> None:
+        # What is left behind is harmless (a listing or prune removes it), so
+        # failing here must not fail a save or destroy that succeeded. Only an
+        # empty directory goes: a save that has just made a marker in it makes
+        # rmdir fail, and one about to finds it gone and makes it again.
+        try:
+            os.rmdir(path) if directory else os.unlink(path)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
+                log.warning("FileStore at %s: could not remove %s: %s", self._dir, what, _describe(exc))
 
     def _sync_dir(self, path: str | None = None) -> None:
         # A rename or an unlink is durable only once its directory is flushed.
@@ -416,40 +440,6 @@ class FileStore(StoreBase):
         finally:
             os.close(fd)
 
-    def _prune_batches(self, now: float, batch_size: int) -> Iterator[int]:
-        removed = 0
-        with os.scandir(self._dir) as entries:
-            for entry in entries:
-                st = _regular(entry)  # anything else is a stranger: left alone, so no prune fails on it
-                if st is None:
-                    continue
-                if entry.name.startswith(_TMP_PREFIX):
-                    if st.st_ctime < now - _STALE_TMP_AGE:  # ctime: its mtime is an expiry
-                        log.info("removing a temporary file left by a crashed writer in %s", self._dir)
-                        _unlink_quietly(entry.path)
-                elif valid_key(entry.name) and st.st_mtime <= now and self._prune_one(entry.name, now):
-                    removed += 1
-                    if removed == batch_size:
-                        self._sync_dir()
-                        yield removed
-                        removed = 0
-        if removed:
-            self._sync_dir()
-            yield removed
-        for digest in self._user_digests():
-            for key in self._markers(digest):
-                self._bound_record(digest, key, now)
-            self._remove_user_dir(digest)
-
-    def _prune_one(self, key: str, now: float) -> bool:
-        with self._locked(key):
-            parts = self._read(key)
-            record = None if parts is None else self.decode(*parts)
-            if parts is None or (record is not None and record.expires_at > now) or not self._unlink(key):
-                return False
-            self._unbind(key, record)  # expired: it can never come back live
-        return True
-
     # -- locks ------------------------------------------------------------------------------
 
     @contextmanager
@@ -460,28 +450,21 @@ class FileStore(StoreBase):
         # locked: os.replace swaps its inode. Stripes go in ascending order, so
         # that two renames never wait for each other in a cycle, and a stripe
         # that both keys share is taken once: its thread lock is not re-entrant.
-        deadline = time.monotonic() + self._lock_timeout
-        with ExitStack() as stack:
-            for stripe in sorted({int(key[:2], 16) for key in keys}):
-                stack.enter_context(self._stripe(stripe, deadline))
-            yield
-
-    @contextmanager
-    def _stripe(self, stripe: int, deadline: float) -> Iterator[None]:
         # The thread lock lets threads wait without polling, and keeps them
         # apart where flock() is per process (NFS, some FUSE filesystems).
-        thread_lock = self._thread_locks[stripe]
-        if not thread_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise _LockTimeout
-        try:
-            # A fresh descriptor each time: flock() belongs to the open file
-            # description, so a shared one would exclude no one.
-            path = os.path.join(self._lock_dir, f"{stripe:02x}.lock")
-            fd = os.open(path, os.O_RDONLY | os.O_CREAT | _OPEN_FLAGS, 0o600)
-            try:
-                # flock() has no timeout, and a blocking call cannot be
-                # interrupted from a thread: poll, backing off. The kernel
-                # drops the lock of a process that dies.
+        deadline = time.monotonic() + self._lock_timeout
+        with ExitStack() as held:
+            for stripe in sorted({int(key[:2], 16) for key in keys}):
+                thread_lock = self._thread_locks[stripe]
+                if not thread_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                    raise _LockTimeout
+                held.callback(thread_lock.release)
+                # A fresh descriptor each time: flock() belongs to the open file
+                # description, so a shared one would exclude no one. It has no
+                # timeout, and a blocking call cannot be interrupted from a
+                # thread: poll, backing off. A dead process's lock is dropped.
+                fd = os.open(os.path.join(self._lock_dir, f"{stripe:02x}.lock"), _LOCK_FLAGS, 0o600)
+                held.callback(_unlock_and_close, fd)
                 delay = _POLL_FIRST
                 while not _try_flock(fd):
                     remaining = deadline - time.monotonic()
@@ -489,14 +472,7 @@ class FileStore(StoreBase):
                         raise _LockTimeout
                     time.sleep(min(delay, remaining))
                     delay = min(delay * 2, _POLL_MAX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(fd, fcntl.LOCK_UN)  # not left to close(): a forked child shares the description
-            finally:
-                os.close(fd)
-        finally:
-            thread_lock.release()
+            yield
 
     # -- the user index ---------------------------------------------------------------------
 
@@ -505,21 +481,16 @@ class FileStore(StoreBase):
         # marker before it deletes the old record, so a record renamed away as
         # it was read has its new key in the next listing: none is missed.
         seen: set[str] = set()
-        while fresh := [key for key in self._markers(digest) if key not in seen]:
+        while fresh := [key for key in self._index_names(digest) if key not in seen]:
             seen.update(fresh)
             yield from fresh
 
-    def _markers(self, digest: str) -> list[str]:
+    def _index_names(self, digest: str = "") -> list[str]:
+        """The markers (keys) in a user's directory, or with no *digest* the user directories."""
         try:
-            return [name for name in os.listdir(os.path.join(self._users_dir, digest)) if valid_key(name)]
+            with os.scandir(os.path.join(self._users_dir, digest)) as entries:
+                return [e.name for e in entries if valid_key(e.name) and (digest or e.is_dir(follow_symlinks=False))]
         except (FileNotFoundError, NotADirectoryError):
-            return []
-
-    def _user_digests(self) -> list[str]:
-        try:
-            with os.scandir(self._users_dir) as entries:
-                return [e.name for e in entries if valid_key(e.name) and e.is_dir(follow_symlinks=False)]
-        except FileNotFoundError:
             return []
 
     def _add_marker(self, user_id: str, key: str) -> None:
@@ -540,44 +511,32 @@ class FileStore(StoreBase):
 
     def _unbind(self, key: str, record: Record | None) -> None:
         if record is not None and record.user_id is not None:
-            self._remove_marker(_digest(record.user_id), key)
+            self._remove(os.path.join(self._users_dir, _digest(record.user_id), key), "a user index marker")
 
-    def _remove_marker(self, digest: str, key: str) -> None:
-        # A marker left behind is harmless (a listing or prune removes it), so
-        # failing here must not fail a save or destroy that succeeded.
-        try:
-            os.unlink(os.path.join(self._users_dir, digest, key))
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("FileStore at %s: could not remove a user index marker: %s", self._dir, _describe(exc))
+    def _clean_markers(self, digest: str, keys: list[str], now: float) -> None:
+        """Remove the markers among *keys* whose record is not the user's and live, then their empty directory."""
+        for key in keys:
+            self._bound_record(digest, key, now)
+        self._remove(os.path.join(self._users_dir, digest), "an empty user directory", directory=True)
 
     def _bound_record(self, digest: str, key: str, now: float) -> Record | None:
-        """*key*'s live record if it is bound to the user whose ID has *digest*; else its marker goes.
-
-        Read under the lock, which a save holds from making a marker to writing the record.
-        """
+        """*key*'s live record if it is bound to the user with *digest*; else its marker goes (under the lock)."""
         with self._locked(key):
             record = self._record(key)
             bound = record is not None and record.user_id is not None and _digest(record.user_id) == digest
             if record is not None and bound and record.expires_at > now:
                 return record
-            self._remove_marker(digest, key)
+            self._remove(os.path.join(self._users_dir, digest, key), "a user index marker")
         return None
-
-    def _remove_user_dir(self, digest: str) -> None:
-        # Only an empty one: a save that has just made a marker in it makes this
-        # fail, and one about to finds it gone and makes it again.
-        try:
-            os.rmdir(os.path.join(self._users_dir, digest))
-        except OSError as exc:
-            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
-                log.warning("FileStore at %s: could not remove an empty user directory: %s", self._dir, _describe(exc))
 
 
 def _digest(user_id: str) -> str:
     # The ID is any text ("../../etc", 300 characters, NUL): its digest is a safe name.
     return hashlib.sha256(user_bytes(user_id)).hexdigest()
+
+
+def _stripe_locks() -> list[threading.Lock]:
+    return [threading.Lock() for _ in range(256)]
 
 
 def _try_flock(fd: int) -> bool:
@@ -586,6 +545,13 @@ def _try_flock(fd: int) -> bool:
     except BlockingIOError:
         return False
     return True
+
+
+def _unlock_and_close(fd: int) -> None:
+    try:  # explicitly: close() does not release it while a forked child holds a copy of the descriptor
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _regular(entry: os.DirEntry[str]) -> os.stat_result | None:
@@ -613,12 +579,3 @@ def _describe(exc: BaseException) -> str:
     # Not str(exc): that names the file, and a record's file name is its key.
     code = exc.errno if isinstance(exc, OSError) else None
     return type(exc).__name__ if code is None else f"{os.strerror(code)} ({errno.errorcode.get(code, str(code))})"
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("could not remove temporary file %s: %s", path, _describe(exc))

@@ -8,7 +8,8 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
+from itertools import islice
 from typing import Any, Union
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
@@ -48,30 +49,23 @@ _MOVE_GRACE_MS = 60_000
 # Store keys (and user digests) are taken out of error messages: they name a session.
 _KEYLIKE = re.compile(r"[0-9a-f]{64}")
 
-# Every script touches exactly one key, KEYS[1], so it runs on Redis Cluster
-# (all keys of a script must live in one slot) without any hash tag. The user
-# index spans two keys (a session's hash and its user's set), so it is kept by
-# follow-up commands, ordered so that a live bound session is never missing
-# from its user's set: at worst the set briefly holds a stale member, which
+# Every script touches one key, KEYS[1], so it runs on Redis Cluster without a
+# hash tag. The user index spans two keys (a hash and its user's set), so it is
+# kept by follow-up commands, ordered so that a live bound session is never
+# missing from its user's set: at worst the set holds a stale member, which
 # sessions_of(), destroy_user() and prune() remove.
 #
-# A record is live while its m:expires is later than the caller's clock
-# (ARGV[1]): Redis's own TTL removes it eventually; comparing m:expires makes it
-# dead at the same instant for every process and for a test's patched clock.
-# m:user holds the bound user; m:uexp the expiry up to which the user's set is
-# known to live. A save or touch that moves the record past m:uexp returns the
-# user, and the caller extends the set. A record marked m:moved (see _MOVE_OUT)
-# is gone to a save and a touch.
+# A record is live while m:expires is later than the caller's clock (ARGV[1]):
+# the same instant for every process and for a test's clock; Redis's TTL removes
+# it later. m:uexp is how long the user's set is known to live: a save or touch
+# past it returns the user, whose set the caller extends.
 #
-# A save reads the metadata with one HMGET and writes every field (m:expires
-# among them) with one HSET: unpack() is chunked only because a few thousand
-# values overflow Lua's stack, and a script that fails halfway is not undone.
-#
+# _SAVE writes every field with one HSET, chunked only because a few thousand
+# values overflow Lua's stack: a script that fails halfway is not undone.
 # ARGV: now, expires_at, created_at ('' for an update), ttl_ms, bind ('1': bind
-# to ARGV[6], whose set the caller has already made live up to ARGV[7]), user,
-# user set expiry, n_delete, n_delete field names, then name/value pairs to set.
-# Returns 0 if nothing was written, 1 if written, or {user to unindex, user to
-# index} (false for none) when the user index needs a follow-up.
+# to ARGV[6], whose set the caller has made live up to ARGV[7]), user, user set
+# expiry, n_delete, the names to delete, then name/value pairs to set. Returns
+# 0 (nothing written), 1, or {user to unindex, user to index} (false for none).
 _SAVE = """
 local key = KEYS[1]
 local function chunked(command, first, last)
@@ -131,9 +125,9 @@ redis.call('DEL', KEYS[1])
 return user
 """
 
-# ARGV: user, now. Deletes the record only if it is bound to that user:
-# returns 2 if it was live, 1 if it was already expired (or a tombstone), 0 if
-# left alone; {2 or 1, new key} for a record a rename moved (see _MOVE_OUT).
+# ARGV: user, now. Deletes the record only if it is bound to that user: 2 if
+# it was live, 1 if expired (or a tombstone), 0 if left alone; {2 or 1, new
+# key} for a record a rename moved.
 _DESTROY_BOUND = """
 local meta = redis.call('HMGET', KEYS[1], 'm:user', 'm:expires', 'm:moved')
 if meta[1] ~= ARGV[1] then return 0 end
@@ -144,50 +138,24 @@ if meta[3] then return {state, meta[3]} end
 return state
 """
 
-# A rename (Update.replaces) spans two session keys, which need not share a
-# slot, so it is three scripts of one key each, tied together by the new key
-# as a token (OLD and NEW the two hashes):
-#
-#  1. _MOVE_OUT on OLD: if it is live, set m:moved = NEW (and cut its TTL to
-#     _MOVE_GRACE_MS) and return its fields. From then on OLD is absent to a
-#     load, a count and sessions_of(), and a save or touch of it is refused:
-#     a write either landed before, and is carried over, or returns False.
-#  2. save() creates NEW from those fields with the update applied, the old
-#     m:created and binding, indexed first as every save is.
-#  3. _MOVE_DONE on OLD: if it still says m:moved = NEW, strip it to a
-#     tombstone of m:moved and m:user (gone after the grace TTL) and return
-#     the user, to unindex OLD. If not, OLD was deleted after step 1: NEW is
-#     destroyed again and the rename returns False.
-#
-# So the rename takes effect at step 3, and whatever deletes OLD before that
-# wins: destroy(OLD) deletes the marked hash; destroy_user() finds OLD in its
-# user's set (OLD leaves it only after step 3) and deletes it like any record
-# bound to that user; prune() skips marked records, and any deletion of OLD
-# counts as a destroy. Step 3 then finds no mark and destroys NEW, which only
-# this call knows of yet.
-#
-# destroy_user() also follows m:moved from each record it deletes to the key
-# it moved to, as PostgreSQL follows an updated row, and deletes that record
-# too if it is bound to the same user. So one that read the user's set before
-# NEW was indexed (or tried NEW before step 2 made it), and reaches OLD only
-# after step 3, finds the tombstone and still ends NEW; one that ends NEW
-# while OLD is still marked lets the rename return True for a session already
-# gone, as if destroy_user() came just after it. Either way it counts the
-# session once. (The tombstone lives _MOVE_GRACE_MS: far longer than any
-# destroy_user() takes between reading the set and reaching OLD.) A
-# destroy(OLD) after step 3 deletes only the tombstone, as if it came after.
-#
-# Two renames of one record: only one marks it; the other's step 1 returns 0.
-# The token makes each step safe to retry on a fresh connection (redis-py's
-# retry after a lost reply): step 1 returns the fields it marked, step 3
-# finds its own tombstone and returns the same user.
-#
-# A rename that fails with an error (Redis out of memory in step 2, say)
-# destroys NEW and then _MOVE_UNDO takes the mark off OLD, restoring its TTL
-# from m:expires; a tombstone is never brought back. In that order, a rollback
-# that itself fails leaves the session lost, never alive twice. A process
-# killed halfway leaves OLD marked for at most _MOVE_GRACE_MS, and perhaps
-# NEW, bound but known to no one, until it expires.
+# A rename (Update.replaces) spans two keys, which need not share a slot: three
+# one-key scripts, tied together by the new key as a token (OLD, NEW the hashes):
+#  1. _MOVE_OUT on OLD: if live, set m:moved = NEW, cut its TTL to _MOVE_GRACE_MS
+#     and return its fields. OLD is now absent to a load, a count and
+#     sessions_of(), and a save or touch of it returns False.
+#  2. save() creates NEW from them with the update applied, indexed first.
+#  3. _MOVE_DONE on OLD: if it still says m:moved = NEW, strip it to a tombstone
+#     (m:moved, m:user) and return the user, to unindex OLD; if not, OLD was
+#     deleted after step 1: NEW is destroyed and the rename returns False.
+# So whatever deletes OLD before step 3 wins (destroy(), destroy_user(); prune()
+# skips marked records). destroy_user() follows m:moved to NEW, as PostgreSQL
+# follows an updated row, and ends it too if it is bound to the same user,
+# counting the session once, even after step 3 (through the tombstone). Only
+# one of two renames marks OLD; each step is safe to retry (redis-py retries
+# after a lost reply). A rename that fails destroys NEW, then _MOVE_UNDO unmarks
+# OLD: a rollback that fails leaves the session lost, never alive twice. A
+# process killed halfway leaves OLD marked for _MOVE_GRACE_MS at most, and
+# perhaps NEW, known to no one, until it expires.
 #
 # ARGV: now, new key, grace ms. Returns 0, or the hash's fields and values.
 _MOVE_OUT = """
@@ -217,7 +185,7 @@ redis.call('PEXPIRE', key, ARGV[2])
 return {1, user}
 """
 
-# ARGV: new key, now. Returns 1 if the mark was taken off, else 0.
+# ARGV: new key, now. Takes this rename's mark off and restores the TTL from m:expires.
 _MOVE_UNDO = """
 local key = KEYS[1]
 local meta = redis.call('HMGET', key, 'm:moved', 'm:expires')
@@ -229,9 +197,8 @@ if ttl > 0 then redis.call('PEXPIRE', key, string.format('%d', ttl)) end
 return 1
 """
 
-# KEYS[1] is a user's set. ARGV: member, ttl_ms. Adds the member and makes the
-# set live at least ttl_ms, never shorter (other sessions may need longer): a
-# comparison rather than PEXPIRE ... GT, which needs Redis 7.
+# KEYS[1] is a user's set. ARGV: member, ttl_ms. The set lives at least ttl_ms,
+# never shorter (other sessions may need longer): PEXPIRE ... GT needs Redis 7.
 _INDEX_ADD = """
 redis.call('SADD', KEYS[1], ARGV[1])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -252,16 +219,13 @@ return 1
 class RedisStore(StoreBase):
     """Sessions in Redis: one hash per session, expired by Redis itself.
 
-    Each session is a hash at ``<prefix><key>``: one field per top-level
-    session key (``d:<name>``, the value as JSON text) plus ``m:created`` and
-    ``m:expires``. A load is one HGETALL; a save, touch or destroy one Lua
-    script on that one key, so it is atomic, two requests changing different
-    keys both land, an update never recreates a destroyed session, and Redis
-    Cluster works. A session bound to a user (:meth:`Session.login`) also has
-    ``m:user``, and its key is in the user's set at ``<prefix>u:<sha256 of the
-    user ID>``, which outlives the user's sessions: :meth:`sessions_of` and
-    :meth:`destroy_user` read it instead of a SCAN. A rename (``Update.replaces``)
-    is three scripts, one per key (see the comment above ``_MOVE_OUT``).
+    Each session is a hash at ``<prefix><key>``: a field per top-level session
+    key (``d:<name>``, the value as JSON text), ``m:created``, ``m:expires`` and,
+    once bound to a user, ``m:user``; the user's set ``<prefix>u:<sha256 of the
+    user ID>`` holds the keys of their sessions. A load is one HGETALL; a save,
+    touch or destroy one Lua script on that key, so it is atomic, two requests
+    changing different keys both land, an update never recreates a destroyed
+    session, and Redis Cluster works.
 
     URLs, each taking ``prefix``, ``socket_timeout``, ``socket_connect_timeout``
     and ``client_name`` as query parameters:
@@ -294,8 +258,8 @@ class RedisStore(StoreBase):
 
     A client made from a ``redis://`` or Sentinel URL retries a command once,
     on a fresh connection, when its connection turns out dead (Redis
-    restarted): every operation here is idempotent. redis-py's pools notice a
-    ``fork()`` and reconnect in the child.
+    restarted): every operation here is idempotent. After a ``fork()`` the
+    child makes connections of its own.
     """
 
     failures = (rex.RedisError, rex.RedisClusterException, rex.ChildDeadlockedError)
@@ -332,14 +296,12 @@ class RedisStore(StoreBase):
         self._timeout: float | None = client.get_connection_kwargs().get("socket_timeout")
         self._where = _describe(client)
         self._closed = False
-        # A command through the pool pays for its checkout: a lock, a poll of
-        # the socket, observability hooks, a third of an HGETALL on loopback.
-        # So the commands of every request (load, save, touch, destroy) run on
-        # single-connection clients of the same pool, each used by one thread
-        # at a time, kept in a free list (list.pop and list.append are atomic)
-        # rather than one per thread, so a server that starts a thread per
-        # request reuses them. Only on a pool of the store's own (a redis:// or
-        # Sentinel URL's): it never holds connections of a pool an application shares.
+        # A command through the pool pays for its checkout (a lock, a poll of the
+        # socket, observability hooks): 12-14 us, a fifth of a command on
+        # loopback. So the commands of a request run on single-connection
+        # clients of the pool, kept in a free list (list.pop and list.append are
+        # atomic) that a server starting a thread per request reuses. Only on a
+        # pool of the store's own: a pool an application shares is never held.
         self._lanes: list[Any] | None = [] if isinstance(client, redis.Redis) and self._owned else None
         self._pid = os.getpid()
         script = client.register_script
@@ -351,11 +313,7 @@ class RedisStore(StoreBase):
 
     @classmethod
     def from_url(cls, url: str, *, create: bool = True) -> RedisStore:
-        """Open a store from one of the URLs in the class docstring.
-
-        *create* changes nothing: there is nothing to create in Redis (a
-        database number needs no setup, a key exists once written).
-        """
+        """Open a store from one of the URLs in the class docstring (*create* changes nothing: Redis needs no setup)."""
         if not isinstance(url, str):
             raise ConfigurationError(f"a Redis URL must be a str, not {type(url).__name__}")
         return cls(url)
@@ -365,29 +323,16 @@ class RedisStore(StoreBase):
 
     # -- the primitives -------------------------------------------------------------------
 
+    def _ready(self) -> None:
+        if self._closed:
+            raise StoreUnavailableError(f"RedisStore at {self._where} is closed")
+
     def _read(self, key: str, now: float) -> tuple[object, float, float, str | None] | None:
         try:
             fields = self._on_lane(lambda client: client.hgetall(self.prefix + key))
         except UnicodeDecodeError:  # a decode_responses=True client, and bytes that are not UTF-8
             return _CORRUPT
-        return self._parts(fields) if fields else None
-
-    def _parts(self, fields: dict[Any, Any]) -> tuple[Any, Any, Any, str | None] | None:
-        """A hash's fields as StoreBase.decode takes them; ``None`` for a record a rename moved."""
-        fields = self._named(fields)
-        if _MOVED in fields:
-            return None
-        try:
-            data = {name[2:].decode(): value for name, value in fields.items() if name.startswith(b"d:")}
-            user = fields.get(_USER)
-            user = user.decode() if type(user) is bytes else user
-        except UnicodeDecodeError:
-            return _CORRUPT
-        return data, fields.get(_CREATED), fields.get(_EXPIRES), user
-
-    def _named(self, fields: dict[Any, Any]) -> dict[bytes, Any]:
-        """*fields* keyed by bytes, as a client that does not decode replies returns them."""
-        return {name.encode(): value for name, value in fields.items()} if self._decoding else fields
+        return self._parts(self._named(fields)) if fields else None
 
     def _write(self, key: str, update: Update, now: float) -> bool:
         if update.replaces is not None and update.replaces != key:
@@ -409,68 +354,58 @@ class RedisStore(StoreBase):
         result = self._on_lane(lambda client: self._save_script([self.prefix + key], args, client))
         if result == 0:
             if indexed is not None:
-                self._unindex(indexed, [key])
+                self._unindex(_digest(indexed), [key])
             return False
         if type(result) is list:
             if result[0] is not None:
-                self._unindex(result[0], [key])
+                self._unindex(_digest(result[0]), [key])
             if result[1] is not None:
                 self._index_add(result[1], key, 2 * ttl_ms)
         return True
 
     def _rename(self, key: str, update: Update, now: float) -> bool:
-        """Move the record at ``update.replaces`` to *key* (the protocol above _MOVE_OUT)."""
-        old = update.replaces
-        assert old is not None
+        """Move the record at ``update.replaces`` to *key*: the three steps above _MOVE_OUT."""
+        replaces = str(update.replaces)
+        old = self.prefix + replaces
         for value in update.set.values():  # what cannot be stored is refused before anything is marked
             _json.encode(value)
         try:
-            fields = self._on_old(self._move_out_script, old, [now, key, _MOVE_GRACE_MS])
+            fields = self._move_out_script([old], [now, key, _MOVE_GRACE_MS])
         except UnicodeDecodeError:  # a decoding client, and bytes that are not UTF-8: marked all the same
             fields = []
         if not isinstance(fields, list):
             return False
-        pairs = dict(zip(fields[::2], fields[1::2], strict=True))
-        pairs.pop("m:moved" if self._decoding else _MOVED, None)
-        parts = self._parts(pairs) if pairs else _CORRUPT
-        record = None if parts is None else self.decode(*parts)
-        if record is None or record.expires_at <= now:  # corrupt, or expired since the script ran
+        pairs = self._named(dict(zip(fields[::2], fields[1::2], strict=True)))
+        pairs.pop(_MOVED, None)
+        parts = self._parts(pairs) if pairs else None
+        record = self.decode(*(parts or _CORRUPT))  # one it cannot read is logged as corrupt
+        if record is None:
             self._undo_rename(key, old, now)
             return False
-        moved = Update(
-            set=update.apply(record.data),
-            expires_at=update.expires_at,
-            created_at=record.created_at,
-            user_id=record.user_id if update.user_id is None else update.user_id,
-        )
+        data, user = update.apply(record.data), record.user_id if update.user_id is None else update.user_id
+        moved = Update(data, expires_at=update.expires_at, created_at=record.created_at, user_id=user)
         try:
-            done = None
-            if self._write(key, moved, now):  # False only if NEW is itself being renamed: never, it is new
-                done = self._on_old(self._move_done_script, old, [key, _MOVE_GRACE_MS])
+            # A create: True, unless NEW were itself being renamed, which it cannot be.
+            done = self._write(key, moved, now) and self._move_done_script([old], [key, _MOVE_GRACE_MS])
         except BaseException:
             with suppress(StoreError, *self.failures):
                 self._undo_rename(key, old, now)
             raise
         if not isinstance(done, list):
-            # OLD was deleted after step 1 (destroy, destroy_user): destroy
-            # wins. An error here must reach the caller: NEW would outlive it.
+            # OLD was deleted after step 1: destroy wins. An error here must
+            # reach the caller: NEW would outlive it.
             self._undo_rename(key, old, now)
             return False
         if done[1] is not None:
-            try:
-                self._unindex(done[1], [old], recheck=False)  # a tombstone is never bound again
+            try:  # no re-check: a tombstone is never bound again
+                self._unindex(_digest(done[1]), [replaces], recheck=False)
             except self.failures as exc:  # the rename has landed; the stale member goes later
                 log.warning("RedisStore: a renamed session stays in its user's set for now: %s", _scrub(exc))
         return True
 
     def _undo_rename(self, key: str, old: str, now: float) -> None:
-        """Destroy the rename's new record, then take the mark off the old one, if it is still there."""
         self._delete(key)
-        self._on_old(self._move_undo_script, old, [key, now])
-
-    def _on_old(self, script: Any, old: str, args: list[Any]) -> Any:
-        """Run one of the rename's scripts on the old record."""
-        return script(keys=[self.prefix + old], args=args)
+        self._move_undo_script([old], [key, now])
 
     def _touch(self, key: str, expires_at: float, now: float) -> bool:
         ttl_ms = _ttl_ms(expires_at, now)
@@ -487,15 +422,13 @@ class RedisStore(StoreBase):
         if user is not None:
             # No re-check: nothing binds a deleted record again (a save that is
             # not a create finds it gone), so no concurrent binding can be lost.
-            self._unindex(user, [key], recheck=False)
+            self._unindex(_digest(user), [key], recheck=False)
 
     def _prune(self, now: float) -> int:
         return sum(self._prune_batches(now, _SCAN_COUNT))
 
     def _on_lane(self, command: Callable[[Any], Any]) -> Any:
-        """``command(client)`` on a single-connection client of the store's own, or on its client if it has none."""
-        if self._closed:
-            raise StoreUnavailableError(f"RedisStore at {self._where} is closed")
+        """``command(client)`` on a single-connection client of the store's own (see __init__), else on its client."""
         lanes = self._lanes
         if lanes is None:
             return command(self._client)
@@ -513,20 +446,8 @@ class RedisStore(StoreBase):
 
     def _close(self) -> None:
         self._closed = True
-        self._lanes = [] if self._lanes is not None else None  # their connections close with the pool
         for client in self._owned:
             client.close()
-
-    @contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        if self._closed:
-            raise StoreUnavailableError(f"RedisStore at {self._where} is closed")
-        try:
-            yield
-        except StoreError:
-            raise
-        except self.failures as exc:
-            raise self._failure(action, exc) from exc
 
     def _failure(self, action: str, exc: BaseException) -> StoreError:
         """The StoreError for redis-py's *exc*: it names the server, never a session."""
@@ -563,7 +484,7 @@ class RedisStore(StoreBase):
     def _prune_batches(self, now: float, batch_size: int) -> Iterator[int]:
         self._refuse_one_node("prune")
         keys: list[str] = []
-        sets: list[str] = []
+        sets: list[str] = []  # user sets, pruned in batches of their own
         for name in self._scan(""):
             rest = name[len(self.prefix) :]
             if valid_key(rest):
@@ -583,30 +504,23 @@ class RedisStore(StoreBase):
     def _prune_keys(self, names: list[str], now: float) -> int:
         # One round trip reads every expiry; the script, which checks again
         # atomically, runs only for the few that look expired.
-        removed = 0
-        for name, meta in zip(names, self._each("HMGET", names, _EXPIRES, _MOVED), strict=True):
-            if meta is not None and meta[1] is None and _number(meta[0], math.inf) <= now:
-                removed += int(self._prune_script(keys=[name], args=[now]))
-        return removed
+        metas = self._each("HMGET", names, _EXPIRES, _MOVED)
+        dead = [n for n, m in zip(names, metas, strict=True) if m and m[1] is None and _number(m[0], math.inf) <= now]
+        return sum(int(self._prune_script(keys=[name], args=[now])) for name in dead)
 
     def _prune_sets(self, names: list[str]) -> None:
         for name, members in zip(names, self._each("SMEMBERS", names), strict=True):
             if members is None:
                 continue  # not a set: someone else's key that merely looks like ours
-            strays = [m for m in members if not valid_key(_text(m))]
-            if strays:
+            if strays := [m for m in members if not valid_key(_text(m))]:
                 self._client.srem(name, *strays)
             digest = name[len(self.prefix) + len(_USER_SET) :]
             keys = sorted(k for k in map(_text, members) if valid_key(k))
             stale = [k for k, s in zip(keys, self._bindings(keys), strict=True) if s is None or s[0] != digest]
-            self._unindex_set(digest, stale)
+            self._unindex(digest, stale)
 
     def sessions_of(self, user_id: str) -> list[tuple[str, Record]]:
-        """The live records bound to *user_id*, oldest first: one SMEMBERS, then one pipelined HGETALL.
-
-        Members whose session is gone, expired or bound to someone else are
-        removed from the user's set.
-        """
+        """The live records bound to *user_id*, oldest first; stale members leave the user's set."""
         user = user_bytes(user_id)
         found: list[tuple[str, Record]] = []
         with self._errors("sessions_of"):
@@ -615,32 +529,35 @@ class RedisStore(StoreBase):
             try:
                 replies = self._each("HGETALL", names)
             except UnicodeDecodeError:  # a decoding client: read one by one, so only that record is lost
-                replies = [self._hgetall_or_unreadable(name) for name in names]
+                replies = []
+                for name in names:
+                    try:
+                        replies.append(self._client.hgetall(name))
+                    except UnicodeDecodeError:
+                        replies.append(_UNREADABLE)
             stale = []
             now = self.now()
             for key, fields in zip(keys, replies, strict=True):
                 if fields is _UNREADABLE:
-                    continue  # not listed, but left indexed for destroy_user
+                    self.decode(*_CORRUPT)  # logged as a load would log it; left indexed for destroy_user
+                    continue
                 meta = self._named(fields or {})
                 bound = meta.get(_USER)
                 if bound is None or _bytes(bound) != user or _number(meta.get(_EXPIRES), 0) <= now:
                     stale.append(key)
                     continue
-                parts = self._parts(fields)
+                parts = self._parts(meta)
                 record = None if parts is None else self.decode(*parts)
                 if record is not None:  # a corrupt record stays indexed, for destroy_user
                     found.append((key, record))
-            self._unindex(user, stale)
-        found.sort(key=lambda item: item[1].created_at)
-        return found
+            self._unindex(_digest(user), stale)
+        return sorted(found, key=lambda item: item[1].created_at)
 
     def destroy_user(self, user_id: str) -> int:
         """Delete every record bound to *user_id*; return how many live ones there were.
 
-        Each member of the user's set is deleted by a script that first checks
-        the record is still bound to this user, so a stale member never ends
-        someone else's session. A record a rename moved leads on to its new
-        key, which is deleted the same way (see the comment above _MOVE_OUT).
+        A stale member of the user's set never ends someone else's session: the
+        script checks the binding. A record a rename moved leads on to its new key.
         """
         user = user_bytes(user_id)
         now = self.now()
@@ -661,30 +578,42 @@ class RedisStore(StoreBase):
                         keys.append(target)
                 elif int(result) == 2:
                     ended.add(key)
-            self._unindex(user, sorted(set(keys)))
+            self._unindex(_digest(user), sorted(set(keys)))
         # A session caught halfway through a rename counts once, under either key.
         return len(ended) + sum(1 for target in moving if target not in ended)
 
     def count(self) -> int:
         """How many live records the store holds: a SCAN of every key under the prefix, on every primary."""
         now = self.now()
-        total = 0
         with self._errors("count"):
             self._refuse_one_node("count")
             names = (name for name in self._scan("") if valid_key(name[len(self.prefix) :]))
-            for batch in _batches(names, _SCAN_COUNT):
-                metas = self._each("HMGET", batch, _EXPIRES, _MOVED)
-                total += sum(1 for m in metas if m is not None and m[1] is None and _number(m[0], 0) > now)
-        return total
+            metas = (m for batch in _batches(names) for m in self._each("HMGET", batch, _EXPIRES, _MOVED))
+            return sum(1 for m in metas if m is not None and m[1] is None and _number(m[0], 0) > now)
 
     def index_size(self) -> int:
         """How many entries the user index holds, stale ones included (for tests and diagnostics)."""
         with self._errors("index_size"):
             self._refuse_one_node("index_size")
             names = (n for n in self._scan(_USER_SET) if valid_key(n[len(self.prefix) + len(_USER_SET) :]))
-            return sum(n for batch in _batches(names, _SCAN_COUNT) for n in self._each("SCARD", batch) if n is not None)
+            return sum(n for batch in _batches(names) for n in self._each("SCARD", batch) if n is not None)
 
     # -- helpers --------------------------------------------------------------------------
+
+    def _parts(self, fields: dict[bytes, Any]) -> tuple[Any, Any, Any, str | None] | None:
+        """A hash's fields (keyed by bytes) as StoreBase.decode takes them; ``None`` for a record a rename moved."""
+        if _MOVED in fields:
+            return None
+        try:
+            data = {name[2:].decode(): value for name, value in fields.items() if name.startswith(b"d:")}
+            user = fields.get(_USER)
+            user = user.decode() if type(user) is bytes else user
+        except UnicodeDecodeError:
+            return _CORRUPT
+        return data, fields.get(_CREATED), fields.get(_EXPIRES), user
+
+    def _named(self, fields: dict[Any, Any]) -> dict[bytes, Any]:
+        return {name.encode(): value for name, value in fields.items()} if self._decoding else fields
 
     def _redis_key(self, key: str) -> str:
         return self.prefix + key
@@ -698,62 +627,42 @@ class RedisStore(StoreBase):
     def _scan(self, after_prefix: str) -> Iterator[str]:
         """The names under ``prefix + after_prefix``: on every primary of a cluster."""
         every_primary = {"target_nodes": RedisCluster.PRIMARIES} if self._cluster else {}
-        pattern = self._match + after_prefix + "*"
-        for name in self._client.scan_iter(match=pattern, count=_SCAN_COUNT, **every_primary):
-            yield _text(name)
+        names = self._client.scan_iter(match=self._match + after_prefix + "*", count=_SCAN_COUNT, **every_primary)
+        return map(_text, names)
 
     def _refuse_one_node(self, action: str) -> None:
         """Refuse to SCAN one node of a cluster through a plain client: it would see that node's share only."""
         if self._whole_keyspace:
             return
-        try:
-            info = self._client.info("cluster")
-        except rex.ResponseError:  # INFO disabled (some managed services): nothing to learn from it
-            info = {}
-        if info.get("cluster_enabled"):
-            raise StoreError(
-                f"RedisStore: Redis at {self._where} is one node of a Redis Cluster: {action} would see only "
-                "its share of the sessions; use a redis+cluster://host:port,... URL"
-            )
+        with suppress(rex.ResponseError):  # INFO disabled (some managed services): nothing to learn from it
+            if self._client.info("cluster").get("cluster_enabled"):
+                raise StoreError(
+                    f"RedisStore: Redis at {self._where} is one node of a Redis Cluster: {action} would see only "
+                    "its share of the sessions; use a redis+cluster://host:port,... URL"
+                )
         self._whole_keyspace = True
 
     def _each(self, command: str, names: list[str], *args: Any) -> list[Any]:
-        """*command* on each key, pipelined: its replies, ``None`` for a key that holds another type.
-
-        Any other error reply raises: a MOVED, say, is never read as "no such record".
-        """
-        if not names:
-            return []
+        """*command* on each key, pipelined; ``None`` for a key of another type, any other error (a MOVED) raised."""
         pipe = self._client.pipeline(transaction=False)
         for name in names:
             pipe.execute_command(command, name, *args)
-        replies = list(pipe.execute(raise_on_error=False))
-        for i, reply in enumerate(replies):
-            if isinstance(reply, Exception):
-                if not (isinstance(reply, rex.ResponseError) and "WRONGTYPE" in str(reply)):
-                    raise reply
-                replies[i] = None
-        return replies
-
-    def _hgetall_or_unreadable(self, name: str) -> Any:
-        try:
-            return self._client.hgetall(name)
-        except UnicodeDecodeError:
-            self.decode(*_CORRUPT)  # logged, as a load would log it
-            return _UNREADABLE
+        replies = pipe.execute(raise_on_error=False) if names else []
+        for reply in replies:
+            if isinstance(reply, Exception) and not (
+                isinstance(reply, rex.ResponseError) and "WRONGTYPE" in str(reply)
+            ):
+                raise reply
+        return [None if isinstance(reply, Exception) else reply for reply in replies]
 
     def _index_add(self, user: bytes | str, key: str, ttl_ms: int) -> None:
         self._index_add_script(keys=[self._user_set(user)], args=[key, max(ttl_ms, 1)])
 
-    def _unindex(self, user: bytes | str, keys: list[str], recheck: bool = True) -> None:
-        self._unindex_set(_digest(user), keys, recheck)
-
-    def _unindex_set(self, digest: str, keys: list[str], recheck: bool = True) -> None:
+    def _unindex(self, digest: str, keys: list[str], recheck: bool = True) -> None:
         """Remove *keys* from a user's set, then put back any that is (now) bound to that user.
 
-        Removing first and checking after means a save binding one of them
-        concurrently is never lost: either the check sees its binding, or its
-        own SADD comes after this SREM.
+        So a save binding one of them meanwhile is never lost: the check sees
+        its binding, or its own SADD comes after this SREM.
         """
         if not keys:
             return
@@ -766,15 +675,12 @@ class RedisStore(StoreBase):
 
     def _bindings(self, keys: list[str]) -> list[tuple[str, int] | None]:
         """For each live bound record: the digest of its user and how long its user's set must live (ms)."""
-        metas = self._each("HMGET", [self.prefix + k for k in keys], _USER, _EXPIRES, b"m:uexp")
         now = self.now()
         states: list[tuple[str, int] | None] = []
-        for meta in metas:
-            state = None
-            if meta is not None and meta[0] is not None and _number(meta[1], 0) > now:
-                until = max(_number(meta[1], now), _number(meta[2], now))
-                state = (_digest(meta[0]), max(_ttl_ms(until, now), 1))
-            states.append(state)
+        for meta in self._each("HMGET", [self.prefix + k for k in keys], _USER, _EXPIRES, b"m:uexp"):
+            live = meta is not None and meta[0] is not None and _number(meta[1], 0) > now
+            until = max(_number(meta[1], now), _number(meta[2], now)) if live else now
+            states.append((_digest(meta[0]), max(_ttl_ms(until, now), 1)) if live else None)
         return states
 
 
@@ -791,14 +697,8 @@ def _index_expiry(expires_at: float, now: float) -> float:
     return float(expires_at) + max(float(expires_at) - now, 0.0)
 
 
-def _batches(names: Iterator[str], size: int) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for name in names:
-        batch.append(name)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
+def _batches(names: Iterator[str], size: int = _SCAN_COUNT) -> Iterator[list[str]]:
+    while batch := list(islice(names, size)):
         yield batch
 
 
@@ -832,31 +732,28 @@ def _scrub(exc: BaseException) -> str:
 def _connect(url: str, socket_timeout: float | None, connect_timeout: float | None) -> tuple[Any, Any, list[Any]]:
     """The client a URL names, the URL's ``prefix`` (or ``None``), and the clients to close with the store."""
     scheme = url.partition("://")[0].lower()
-    timeouts: dict[str, Any] = {"socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout}
+    kwargs: dict[str, Any] = {"socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout}
+    kwargs["health_check_interval"] = _HEALTH_CHECK_INTERVAL
     if scheme in ("redis", "rediss", "unix"):
-        return _plain(url, scheme, timeouts)
+        return _plain(url, scheme, kwargs)
     if scheme not in ("redis+cluster", "redis+sentinel"):
         raise ConfigurationError(
             "RedisStore: the URL must start with redis://, rediss://, unix://, redis+cluster:// or redis+sentinel://"
         )
     allowed: dict[str, Callable[[str], object]] = {"prefix": str, "client_name": str}
-    allowed.update(socket_timeout=positive_seconds, socket_connect_timeout=positive_seconds)
-    options = query_options(url, allowed)
+    options = query_options(
+        url, {**allowed, "socket_timeout": positive_seconds, "socket_connect_timeout": positive_seconds}
+    )
     prefix = options.pop("prefix", None)
-    timeouts.update(options)  # and client_name, which CLIENT LIST shows
+    kwargs.update(options)  # and client_name, which CLIENT LIST shows
     username, password, hosts, path = _hosts(url, 6379 if scheme == "redis+cluster" else 26379)
     if scheme == "redis+cluster":
         if path.strip("/") not in ("", "0"):
             raise ConfigurationError("RedisStore: a Redis Cluster has one database, 0: redis+cluster://host:port/")
         node: Any = ClusterNode  # untyped in redis-py's own annotations
         try:  # RedisCluster connects at once, to learn which node holds which slots
-            client = RedisCluster(
-                startup_nodes=[node(host, port) for host, port in hosts],
-                username=username,
-                password=password,
-                health_check_interval=_HEALTH_CHECK_INTERVAL,
-                **timeouts,
-            )
+            nodes = [node(host, port) for host, port in hosts]
+            client = RedisCluster(startup_nodes=nodes, username=username, password=password, **kwargs)
         except RedisStore.failures as exc:
             names = ",".join(f"{host}:{port}" for host, port in hosts)
             text = _unpassword(str(exc), password)
@@ -866,19 +763,12 @@ def _connect(url: str, socket_timeout: float | None, connect_timeout: float | No
     if not service or not re.fullmatch(r"[0-9]*", db):
         raise ConfigurationError("RedisStore: a Sentinel URL names its service: redis+sentinel://host:port/service/0")
     make: Any = Sentinel  # untyped in redis-py's own annotations
-    sentinel = make(hosts, **timeouts)  # the Sentinels get these socket_* options, and no credentials
-    client = sentinel.master_for(
-        service,
-        db=int(db or 0),
-        username=username,
-        password=password,
-        health_check_interval=_HEALTH_CHECK_INTERVAL,
-        retry=_retry_once(),
-    )
+    sentinel = make(hosts, **kwargs)  # the Sentinels get the socket_* options only, and no credentials
+    client = sentinel.master_for(service, db=int(db or 0), username=username, password=password, retry=_retry_once())
     return client, prefix, [client, *sentinel.sentinels]
 
 
-def _plain(url: str, scheme: str, timeouts: dict[str, Any]) -> tuple[Any, str | None, list[Any]]:
+def _plain(url: str, scheme: str, kwargs: dict[str, Any]) -> tuple[Any, str | None, list[Any]]:
     try:
         parts = urlsplit(url)
     except ValueError as exc:
@@ -893,9 +783,7 @@ def _plain(url: str, scheme: str, timeouts: dict[str, Any]) -> tuple[Any, str | 
     # Rebuilt by hand: urlunsplit would turn unix:///path into unix:/path.
     base = url.split("#", 1)[0].split("?", 1)[0] + (f"?{rest}" if rest else "")
     try:
-        client = redis.Redis.from_url(
-            base, **timeouts, health_check_interval=_HEALTH_CHECK_INTERVAL, retry=_retry_once()
-        )
+        client = redis.Redis.from_url(base, **kwargs, retry=_retry_once())
     except (ValueError, TypeError) as exc:
         raise ConfigurationError(f"RedisStore: invalid Redis URL: {_unpassword(str(exc), parts.password)}") from None
     return client, (prefixes[-1] if prefixes else None), [client]
@@ -929,42 +817,32 @@ def _unpassword(text: str, password: str | None) -> str:
 def _give_timeouts(client: Any, socket_timeout: float | None, connect_timeout: float | None) -> None:
     """Give a client passed in the store's timeouts where it has none, or warn that it has none."""
     kwargs = client.get_connection_kwargs()
-    current = {"socket_timeout": kwargs.get("socket_timeout")}
     # redis-py connects within socket_timeout when it has no connect timeout of its own.
-    current["socket_connect_timeout"] = kwargs.get("socket_connect_timeout") or current["socket_timeout"]
+    has = {"socket_timeout": kwargs.get("socket_timeout")}
+    has["socket_connect_timeout"] = kwargs.get("socket_connect_timeout") or has["socket_timeout"]
     wanted = {"socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout}
-    missing = {name: wanted[name] for name, value in current.items() if value is None and wanted[name] is not None}
-    if not missing:
-        return
-    if isinstance(client, redis.Redis) and client.connection is None:
+    missing = {name: wanted[name] for name, value in has.items() if value is None and wanted[name] is not None}
+    if missing and isinstance(client, redis.Redis) and client.connection is None:
         # Its pool makes every connection from these: all it opens from now on
         # have the timeouts. (A RedisCluster's nodes, and a single-connection
         # client, are connected already, with none.) redis-py 7 names the call.
         getattr(client.connection_pool, "update_connection_kwargs", kwargs.update)(**missing)
-        return
-    warnings.warn(
-        f"RedisStore: the redis-py client passed in has no {' and no '.join(missing)}: a Redis that stops "
-        "answering would hang requests forever. Give the client finite timeouts.",
-        RuntimeWarning,
-        stacklevel=3,
-    )
+    elif missing:
+        warnings.warn(
+            f"RedisStore: the redis-py client passed in has no {' and no '.join(missing)}: a Redis that stops "
+            "answering would hang requests forever. Give the client finite timeouts.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _describe(client: Any) -> str:
     """Where the client connects, for messages: host:port/db, never a password."""
     if isinstance(client, RedisCluster):
-        try:
-            nodes = [node.name for node in client.get_nodes()][:3]  # type: ignore[no-untyped-call, unused-ignore]
-        except Exception:  # describing must never be what fails
-            nodes = []
+        nodes = [node.name for node in client.get_nodes()][:3]  # type: ignore[no-untyped-call, unused-ignore]
         return "cluster " + (",".join(nodes) or "(no nodes)")
-    service = getattr(client.connection_pool, "service_name", None)
-    if service:
+    if service := getattr(client.connection_pool, "service_name", None):
         return f"sentinel service {service!r}"
-    kwargs: dict[str, Any] = client.get_connection_kwargs()
-    where = (
-        f"unix:{kwargs['path']}"
-        if kwargs.get("path")
-        else f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
-    )
-    return f"{where}/{kwargs.get('db', 0)}"
+    kw = client.get_connection_kwargs()
+    host = f"unix:{kw['path']}" if kw.get("path") else f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}"
+    return f"{host}/{kw.get('db', 0)}"
