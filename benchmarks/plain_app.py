@@ -12,7 +12,7 @@ from typing import Any
 # About the size of the reference app's dashboard, so the bytes on the wire match.
 PAGE = (
     b"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Welcome, admin</title></head><body>"
-    b"<h1>Welcome, admin</h1><div class='card'><p>User ID: <code>admin123</code></p>"
+    b"<h1>Welcome, admin</h1><div class='card'><p>User ID: <code>admin</code></p>"
     + b"<p>"
     + b"A page without a session. " * 40
     + b"</p></div></body></html>"

@@ -1,7 +1,7 @@
 """The reference app (log in, see a dashboard, log out) as a Bottle application.
 
 Run it with ``python examples/bottle_app.py [PORT]`` and open
-http://127.0.0.1:8000/login. Demo user: ``admin`` / ``123``. Sessions live in
+http://127.0.0.1:8000. Demo user: ``admin`` / ``123``. Sessions live in
 ``sessions.sqlite3`` (or the file named by ``SESSION_DB``); set ``SESSION_SECRET``
 (without it a random secret is kept beside the database, as in ``examples/app.py``).
 Needs ``pip install wsgisession[bottle]``.
@@ -16,60 +16,80 @@ from wsgisession.integrations.bottle import SessionPlugin
 
 try:
     from examples import _common as common
-    from examples.app import check_password
 except ImportError:  # run as a script: examples/ is on sys.path, the repository root is not
     import _common as common  # type: ignore[no-redef]
-    from app import check_password  # type: ignore[no-redef]
 
 DATABASE = common.DATABASE
 
 
-def flashes(session: Session) -> list[str]:
-    return [text for _, text in session.pop_flashes()]
+def respond(reply: common.Reply) -> bottle.HTTPResponse:
+    return bottle.HTTPResponse(reply.body, reply.status, [("Content-Type", reply.content_type), *reply.headers])
 
 
-def make_app(secret: str | None = None, store: Store | str | None = None) -> SessionMiddleware:
+def form(name: str) -> str:
+    return str(bottle.request.forms.getunicode(name, default=""))
+
+
+def make_app(
+    secret: str | None = None, store: Store | str | None = None, throttle: common.LoginThrottle | None = None
+) -> SessionMiddleware:
     """The Bottle application wrapped in SessionMiddleware (SQLite at ``DATABASE`` by default)."""
     secret, store = common.session_settings(secret, store, DATABASE)
+    gate = common.login_gate(secret, throttle, DATABASE)
     web = bottle.Bottle()
     web.install(SessionPlugin())  # routes that take a `session` argument get the session
 
+    @web.get("/")
+    def home() -> bottle.HTTPResponse:
+        return respond(common.home())
+
     @web.get("/login")
-    def show_login(session: Session) -> str:
-        return common.login_page(flashes(session), session.csrf_token)
+    def show_login() -> bottle.HTTPResponse:
+        return respond(gate.page(bottle.request.environ))
 
     @web.post("/login")
-    def login(session: Session) -> str:
-        form = bottle.request.forms
-        if not session.check_csrf(form.getunicode("csrf_token")):
-            bottle.response.status = 403
-            return common.login_page(flashes(session), session.csrf_token, "The form expired; please try again.")
-        username = form.getunicode("username", default="")
-        user_id = check_password(username, form.getunicode("password", default=""))
-        if user_id is None:
-            bottle.response.status = 401
-            return common.login_page(flashes(session), session.csrf_token, "Invalid username or password.")
-        session.login(user_id)  # a new session ID (fixation defence) and CSRF token, bound to the user
-        session["username"] = username
-        raise bottle.HTTPResponse(status=303, headers={"Location": "/dashboard"})
+    def login(session: Session) -> bottle.HTTPResponse:
+        outcome = gate.attempt(bottle.request.environ, form("csrf_token"), form("username"), form("password"))
+        if isinstance(outcome, common.Reply):
+            return respond(outcome)
+        session.login(outcome.user_id)  # a new session ID (fixation defence) and CSRF token, bound to the user
+        session["username"] = outcome.username
+        return respond(outcome.reply)
 
     @web.get("/dashboard")
-    def dashboard(session: Session) -> str:
+    def dashboard(session: Session) -> bottle.HTTPResponse:
         if session.user_id is None:
-            bottle.response.status = 401
-            return common.page(*common.LOG_IN_FIRST)
+            return respond(common.log_in_first())
         session["visits"] = session.get("visits", 0) + 1
-        bottle.response.set_header("Cache-Control", "no-store")
-        return common.dashboard_page(session["username"], session.user_id, session["visits"], session.csrf_token)
+        return respond(
+            common.dashboard(
+                session["username"],
+                session.user_id,
+                session["visits"],
+                session.csrf_token,
+                session.other_sessions(),
+                session.pop_flashes(),
+            )
+        )
+
+    @web.post("/logout-others")
+    def logout_others(session: Session) -> bottle.HTTPResponse:
+        if session.user_id is None or not session.check_csrf(form("csrf_token")):
+            return respond(common.forbidden())
+        session.flash(common.ended_message(session.end_other_sessions()))
+        return respond(common.redirect("/dashboard"))
 
     @web.post("/logout")
-    def logout(session: Session) -> str:
-        if not session.check_csrf(bottle.request.forms.getunicode("csrf_token")):
-            bottle.response.status = 403
-            return common.page(*common.FORBIDDEN)
-        session.destroy()
-        session.flash("Logged out")
-        raise bottle.HTTPResponse(status=303, headers={"Location": "/login"})
+    def logout(session: Session) -> bottle.HTTPResponse:
+        if not session.check_csrf(form("csrf_token")):
+            return respond(common.forbidden())
+        session.destroy()  # nothing stored is left; "Logged out" rides in a cookie of its own
+        return respond(common.logged_out(bottle.request.environ))
+
+    @web.error(404)
+    def not_found(error: bottle.HTTPError) -> str:
+        bottle.response.content_type = common.Reply.content_type
+        return common.not_found().body
 
     return SessionMiddleware(web, secret=secret, store=store)
 

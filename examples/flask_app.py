@@ -1,7 +1,7 @@
 """The reference app (log in, see a dashboard, log out) as a Flask application.
 
 Run it with ``python examples/flask_app.py [PORT]`` and open
-http://127.0.0.1:8000/login. Demo user: ``admin`` / ``123``. Sessions live in
+http://127.0.0.1:8000. Demo user: ``admin`` / ``123``. Sessions live in
 ``sessions.sqlite3`` (or the file named by ``SESSION_DB``); set ``SESSION_SECRET``
 (without it a random secret is kept beside the database, as in ``examples/app.py``).
 Needs ``pip install wsgisession[flask]``.
@@ -9,70 +9,91 @@ Needs ``pip install wsgisession[flask]``.
 
 from __future__ import annotations
 
-import flask
-from flask.typing import ResponseReturnValue
+from typing import cast
 
-from wsgisession import Store
+import flask
+
+from wsgisession import Store, get_session
 from wsgisession.integrations.flask import current_session, init_app
 
 try:
     from examples import _common as common
-    from examples.app import check_password
 except ImportError:  # run as a script: examples/ is on sys.path, the repository root is not
     import _common as common  # type: ignore[no-redef]
-    from app import check_password  # type: ignore[no-redef]
 
 DATABASE = common.DATABASE
 
 
-def login_form(message: str = "") -> str:
-    return common.login_page(flask.get_flashed_messages(), current_session().csrf_token, message)
+def respond(reply: common.Reply) -> flask.Response:
+    return flask.Response(reply.body, reply.status, list(reply.headers), content_type=reply.content_type)
 
 
-def make_app(secret: str | None = None, store: Store | str | None = None) -> flask.Flask:
+def make_app(
+    secret: str | None = None, store: Store | str | None = None, throttle: common.LoginThrottle | None = None
+) -> flask.Flask:
     """The Flask application, its wsgi_app wrapped in SessionMiddleware (SQLite at ``DATABASE`` by default)."""
     secret, store = common.session_settings(secret, store, DATABASE)
+    gate = common.login_gate(secret, throttle, DATABASE)
     web = flask.Flask(__name__)
     init_app(web, secret=secret, store=store)  # flask.session is ours
 
+    @web.get("/")
+    def home() -> flask.Response:
+        return respond(common.home())
+
     @web.get("/login")
-    def show_login() -> str:
-        return login_form()
+    def show_login() -> flask.Response:
+        return respond(gate.page(flask.request.environ))
 
     @web.post("/login")
-    def login() -> ResponseReturnValue:
-        session = current_session()  # flask.session, typed as a FlaskSession (login(), csrf_token...)
+    def login() -> flask.Response:
         form = flask.request.form
-        if not session.check_csrf(form.get("csrf_token")):
-            return login_form("The form expired; please try again."), 403
-        username = form.get("username", "")
-        user_id = check_password(username, form.get("password", ""))
-        if user_id is None:
-            return login_form("Invalid username or password."), 401
-        session.login(user_id)  # a new session ID (fixation defence) and CSRF token, bound to the user
-        session["username"] = username
-        return flask.redirect("/dashboard", 303)
+        outcome = gate.attempt(
+            flask.request.environ, form.get("csrf_token"), form.get("username", ""), form.get("password", "")
+        )
+        if isinstance(outcome, common.Reply):
+            return respond(outcome)
+        session = current_session()  # flask.session, typed as a FlaskSession (login(), csrf_token...)
+        session.login(outcome.user_id)  # a new session ID (fixation defence) and CSRF token, bound to the user
+        session["username"] = outcome.username
+        return respond(outcome.reply)
 
     @web.get("/dashboard")
-    def dashboard() -> ResponseReturnValue:
+    def dashboard() -> flask.Response:
         session = current_session()
         if session.user_id is None:
-            return common.page(*common.LOG_IN_FIRST), 401
+            return respond(common.log_in_first())
         session["visits"] = session.get("visits", 0) + 1
-        response = flask.make_response(
-            common.dashboard_page(session["username"], session.user_id, session["visits"], session.csrf_token)
+        return respond(
+            common.dashboard(
+                session["username"],
+                session.user_id,
+                session["visits"],
+                session.csrf_token,
+                get_session(flask.request.environ).other_sessions(),  # the core Session, under flask.session
+                cast("list[tuple[str, str]]", flask.get_flashed_messages(with_categories=True)),
+            )
         )
-        response.headers["Cache-Control"] = "no-store"
-        return response
+
+    @web.post("/logout-others")
+    def logout_others() -> flask.Response:
+        session = current_session()
+        if session.user_id is None or not session.check_csrf(flask.request.form.get("csrf_token")):
+            return respond(common.forbidden())
+        flask.flash(common.ended_message(get_session(flask.request.environ).end_other_sessions()))
+        return respond(common.redirect("/dashboard"))
 
     @web.post("/logout")
-    def logout() -> ResponseReturnValue:
+    def logout() -> flask.Response:
         session = current_session()
         if not session.check_csrf(flask.request.form.get("csrf_token")):
-            return common.page(*common.FORBIDDEN), 403
-        session.destroy()
-        flask.flash("Logged out")
-        return flask.redirect("/login", 303)
+            return respond(common.forbidden())
+        session.destroy()  # nothing stored is left; "Logged out" rides in a cookie of its own
+        return respond(common.logged_out(flask.request.environ))
+
+    @web.errorhandler(404)
+    def not_found(error: Exception) -> flask.Response:
+        return respond(common.not_found())
 
     return web
 

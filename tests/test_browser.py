@@ -110,14 +110,22 @@ def test_login_dashboard_logout_in_a_browser(app_url: str, browser: Any) -> None
     assert response.status == 401
     assert "Please log in first" in page.content()
 
+    # The login page sets the form's own cookie, never a session cookie.
+    response = page.goto(f"{app_url}/login")
+    assert response.status == 200
+    names = {c["name"] for c in context.cookies()}
+    assert "session" not in names, "no session before a login"
+    assert "login_csrf" in names
+    form_cookie = next(c for c in context.cookies() if c["name"] == "login_csrf")
+    assert form_cookie["httpOnly"] is True and form_cookie["sameSite"] == "Lax"
+
     # Wrong password, then the right one, through the form.
-    page.goto(f"{app_url}/login")
     page.fill("#username", "admin")
     page.fill("#password", "wrong")
     with page.expect_navigation():
         page.click("button[type=submit]")
     assert "Invalid username or password" in page.content()
-    pre_login = {c["name"]: c["value"] for c in context.cookies()}.get("session")
+    assert "session" not in {c["name"] for c in context.cookies()}, "a failed login stores no session"
     page.fill("#username", "admin")
     page.fill("#password", "123")
     with page.expect_navigation():
@@ -125,6 +133,8 @@ def test_login_dashboard_logout_in_a_browser(app_url: str, browser: Any) -> None
     assert page.url == f"{app_url}/dashboard"
     assert "Welcome, admin" in page.content()
     assert page.inner_text("#visits") == "1"
+    assert page.inner_text("code") == "admin"
+    assert "login_csrf" not in {c["name"] for c in context.cookies()}, "the form's cookie goes at login"
 
     # The cookie as the browser holds it.
     cookies = [c for c in context.cookies() if c["name"] == "session"]
@@ -133,7 +143,6 @@ def test_login_dashboard_logout_in_a_browser(app_url: str, browser: Any) -> None
     assert cookie["httpOnly"] is True
     assert cookie["sameSite"] == "Lax"
     assert cookie["path"] == "/"
-    assert cookie["value"] != pre_login, "the session ID changes at login"
     assert "session=" not in page.evaluate("document.cookie"), "HttpOnly: invisible to scripts"
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -148,6 +157,9 @@ def test_login_dashboard_logout_in_a_browser(app_url: str, browser: Any) -> None
         page.click("button:text-is('Log out')")
     assert page.url == f"{app_url}/login"
     assert "Logged out" in page.content()
+    assert "session" not in {c["name"] for c in context.cookies()}, "logout leaves no session cookie"
+    page.reload()
+    assert "Logged out" not in page.content(), "the notice shows once"
 
     # The Back button does not bring the dashboard back from a cache.
     page.go_back()

@@ -143,6 +143,119 @@ def test_check_finds_problems(tmp_path: Path) -> None:
     assert "BAD  cookie settings" in bad_cookie.stdout
 
 
+GOOD_SECRET = "f" * 40
+
+
+def secret_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stdout.splitlines() if "secret:" in line]
+    assert len(lines) >= 1, result.stdout
+    return "\n".join(lines)
+
+
+@pytest.fixture
+def secret_file(tmp_path: Path) -> Path:
+    path = tmp_path / "session-secret.txt"
+    path.write_text(GOOD_SECRET + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def test_check_reads_the_secret_from_a_file(db: tuple[str, SQLiteStore], secret_file: Path) -> None:
+    result = run("check", db[0], "--secret-file", str(secret_file), env={"SESSION_SECRET": ""})
+    assert result.returncode == 0, result.stdout
+    assert f"ok   secret: file {secret_file} is 40 bytes (at least 32)" in result.stdout
+    assert "0 problems found" in result.stdout
+    assert GOOD_SECRET not in result.stdout + result.stderr
+
+
+def test_check_reads_the_secret_file_named_in_the_environment(db: tuple[str, SQLiteStore], secret_file: Path) -> None:
+    result = run("check", db[0], env={"SESSION_SECRET": "", "SESSION_SECRET_FILE": str(secret_file)})
+    assert result.returncode == 0, result.stdout
+    assert f"ok   secret: file {secret_file} ($SESSION_SECRET_FILE) is 40 bytes" in result.stdout
+    # $SESSION_SECRET, when set, is what the app uses: it wins over the file.
+    both = run("check", db[0], env={"SESSION_SECRET": "short", "SESSION_SECRET_FILE": str(secret_file)})
+    assert both.returncode == 1
+    assert "BAD  secret: $SESSION_SECRET is 5 bytes" in both.stdout
+
+
+def test_check_reads_the_reference_apps_secret_file(db: tuple[str, SQLiteStore], tmp_path: Path) -> None:
+    from examples import _common
+
+    env = {"SESSION_SECRET": ""}
+    database = str(tmp_path / "s.db")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("SESSION_SECRET", raising=False)
+        with pytest.warns(UserWarning, match="SESSION_SECRET is not set"):
+            secret = _common.load_secret(database)
+    result = run("check", db[0], "--secret-file", str(tmp_path / "session-secret.txt"), env=env)
+    assert result.returncode == 0, result.stdout
+    assert "is 64 bytes" in result.stdout
+    assert secret not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        pytest.param(None, "does not exist", id="missing"),
+        pytest.param("", "is empty", id="empty"),
+        pytest.param(" \n\t\n", "is empty", id="whitespace"),
+        pytest.param(b"\xff\xfe" + b"s" * 40, "is not UTF-8 text (the app reads the secret as text)", id="binary"),
+        pytest.param("s" * 70_000, "is over 65536 bytes: not a secret file", id="huge"),
+    ],
+)
+def test_check_explains_a_bad_secret_file(
+    db: tuple[str, SQLiteStore], tmp_path: Path, content: str | bytes | None, expected: str
+) -> None:
+    path = tmp_path / "secret.txt"
+    if isinstance(content, str):
+        path.write_text(content)
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    result = run("check", db[0], "--secret-file", str(path), env={"SESSION_SECRET": GOOD_SECRET})
+    assert result.returncode == 1
+    assert secret_line(result) == f"BAD  secret: file {path} {expected}"
+    assert "1 problem found" in result.stdout
+    assert result.stderr == ""
+    if isinstance(content, str) and content.strip():
+        assert content not in result.stdout
+
+
+def test_check_explains_an_unreadable_secret_file(db: tuple[str, SQLiteStore], tmp_path: Path) -> None:
+    result = run("check", db[0], "--secret-file", str(tmp_path), env={"SESSION_SECRET": ""})
+    assert result.returncode == 1
+    assert secret_line(result) == f"BAD  secret: file {tmp_path} is a directory, not a file"
+    if os.geteuid() == 0:
+        return  # root reads any file: no permission to deny
+    locked = tmp_path / "locked.txt"
+    locked.write_text(GOOD_SECRET)
+    locked.chmod(0)
+    result = run("check", db[0], "--secret-file", str(locked))
+    assert result.returncode == 1
+    assert secret_line(result) == f"BAD  secret: file {locked} cannot be read: permission denied"
+
+
+def test_check_flags_a_world_readable_secret_file(db: tuple[str, SQLiteStore], secret_file: Path) -> None:
+    secret_file.chmod(0o644)
+    result = run("check", db[0], "--secret-file", str(secret_file))
+    assert result.returncode == 1
+    assert f"BAD  secret: file {secret_file} is open to every user (mode 0644): chmod 600 or 640 it" in result.stdout
+    secret_file.chmod(0o640)
+    assert run("check", db[0], "--secret-file", str(secret_file)).returncode == 0
+
+
+def test_check_takes_one_source_of_the_secret(db: tuple[str, SQLiteStore], secret_file: Path) -> None:
+    result = run("check", db[0], "--secret-file", str(secret_file), "--secret-env", "OTHER")
+    assert result.returncode == 2
+    assert "not allowed with" in result.stderr
+    assert "--secret-file" in run("check", "--help").stdout
+
+
+def test_check_without_a_secret_says_how_to_give_one(db: tuple[str, SQLiteStore]) -> None:
+    result = run("check", db[0], env={"SESSION_SECRET": "", "SESSION_SECRET_FILE": ""})
+    assert result.returncode == 1
+    assert secret_line(result) == "BAD  secret: $SESSION_SECRET is not set (or pass --secret-file PATH)"
+
+
 @pytest.mark.parametrize(
     "url",
     [

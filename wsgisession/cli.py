@@ -14,17 +14,23 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from . import __version__
 from .errors import ConfigurationError, StoreError, StoreTimeoutError, StoreUnavailableError
 from .ids import new_id, store_key
 from .session import USER_AGENT_KEY
+from .signing import MIN_SECRET_BYTES
 from .stores import from_url
 from .stores.base import BatchedPrune, Countable, ProcessLocal, Store, UserIndex
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+#: The environment variable ``check`` reads the secret file's path from.
+SECRET_FILE_ENV = "SESSION_SECRET_FILE"  # noqa: S105 - a variable's name, not a secret
+# A secret file is a line of text; anything much longer is the wrong file.
+_MAX_SECRET_FILE = 64 * 1024
 
 _URLS = (
     "Store URLs: memory://, file:///abs/dir, sqlite:///relative.db, sqlite:////abs/path.db, "
@@ -62,11 +68,20 @@ def _parser() -> argparse.ArgumentParser:
     end = command("end", "end every session of a user (after a password reset, say)")
     end.add_argument("--user", required=True, metavar="ID", help="the user ID given to session.login()")
     check = command("check", "check a deployment: store reachable, schema present, secret strength, cookie flags")
-    check.add_argument(
+    secret = check.add_mutually_exclusive_group()
+    secret.add_argument(
         "--secret-env",
         default="SESSION_SECRET",
         metavar="NAME",
         help="environment variable holding the secret (default SESSION_SECRET); its value is never printed",
+    )
+    secret.add_argument(
+        "--secret-file",
+        metavar="PATH",
+        help=(
+            "file holding the secret (surrounding whitespace ignored), such as the reference app's"
+            " session-secret.txt; default $SESSION_SECRET_FILE when the secret's variable is unset"
+        ),
     )
     check.add_argument("--cookie-name", default="session", help="the cookie_name the app uses")
     check.add_argument(
@@ -185,7 +200,6 @@ def _check(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     import warnings
 
     from .middleware import SessionMiddleware
-    from .signing import MIN_SECRET_BYTES
 
     problems: list[str] = []
 
@@ -203,12 +217,7 @@ def _check(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     if isinstance(store, ProcessLocal):
         report(False, f"{type(store).__name__} keeps sessions in one process: not for production")
 
-    secret = os.environ.get(args.secret_env, "")
-    if not secret:
-        report(False, f"secret: ${args.secret_env} is not set")
-    else:
-        size = len(secret.encode())
-        report(size >= MIN_SECRET_BYTES, f"secret: ${args.secret_env} is {size} bytes (at least {MIN_SECRET_BYTES})")
+    secret = _check_secret(args, report)
 
     secure: Any = {"auto": "auto", "true": True, "false": False}[args.secure]
     samesite = None if args.samesite == "omit" else args.samesite
@@ -239,6 +248,71 @@ def _check(store: Store, args: argparse.Namespace, out: TextIO) -> int:
             report(False, "cookie: secure=False sends the session cookie over plain http")
     print(f"{len(problems)} problem{'' if len(problems) == 1 else 's'} found", file=out)
     return EXIT_FAILED if problems else EXIT_OK
+
+
+def _check_secret(args: argparse.Namespace, report: Callable[[bool, str], None]) -> str:
+    """Find the secret the way ``check`` was told to, report on it, and return it ("" if none)."""
+    path = args.secret_file
+    if path is None:
+        secret = os.environ.get(args.secret_env, "")
+        if secret:
+            origin = f"${args.secret_env}"
+        elif os.environ.get(SECRET_FILE_ENV):
+            path = os.environ[SECRET_FILE_ENV]
+        else:
+            report(False, f"secret: ${args.secret_env} is not set (or pass --secret-file PATH)")
+            return ""
+    if path is not None:
+        origin = f"file {path}" if args.secret_file is not None else f"file {path} (${SECRET_FILE_ENV})"
+        try:
+            secret = _read_secret_file(path)
+        except _BadSecretFile as exc:
+            report(False, f"secret: {origin} {exc}")
+            return ""
+        _check_secret_file_mode(path, origin, report)
+    size = len(secret.encode("utf-8", "surrogateescape"))
+    report(size >= MIN_SECRET_BYTES, f"secret: {origin} is {size} bytes (at least {MIN_SECRET_BYTES})")
+    return secret
+
+
+class _BadSecretFile(Exception):
+    pass
+
+
+def _read_secret_file(path: str) -> str:
+    """The secret in the file at *path*, whitespace around it removed.
+
+    :raises _BadSecretFile: saying, without the file's content, why there is none.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_MAX_SECRET_FILE + 1)
+    except FileNotFoundError:
+        raise _BadSecretFile("does not exist") from None
+    except IsADirectoryError:
+        raise _BadSecretFile("is a directory, not a file") from None
+    except PermissionError:
+        raise _BadSecretFile("cannot be read: permission denied") from None
+    except OSError as exc:
+        raise _BadSecretFile(f"cannot be read: {exc.strerror or type(exc).__name__}") from None
+    if len(data) > _MAX_SECRET_FILE:
+        raise _BadSecretFile(f"is over {_MAX_SECRET_FILE} bytes: not a secret file")
+    try:
+        secret = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise _BadSecretFile("is not UTF-8 text (the app reads the secret as text)") from None
+    if not secret:
+        raise _BadSecretFile("is empty")
+    return secret
+
+
+def _check_secret_file_mode(path: str, origin: str, report: Callable[[bool, str], None]) -> None:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # pragma: no cover - it was read a moment ago
+        return
+    if os.name == "posix" and mode & 0o007:
+        report(False, f"secret: {origin} is open to every user (mode {mode & 0o777:04o}): chmod 600 or 640 it")
 
 
 def _no_app(environ: Any, start_response: Any) -> list[bytes]:  # pragma: no cover - never called
