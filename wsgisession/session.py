@@ -9,7 +9,7 @@ import json
 import logging
 import secrets
 from collections.abc import Iterator, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import _clock, _json, sealing
@@ -33,6 +33,9 @@ USER_AGENT_KEY = "_user_agent"
 #: Where a session keeps its own choice of cookie lifetime (see :attr:`Session.permanent`).
 PERMANENT_KEY = "_permanent"
 
+#: How many sessions' sealers a middleware keeps (encrypt=True).
+_SEALERS = 4096
+
 #: User agents longer than this are cut when kept in a session.
 _MAX_USER_AGENT = 256
 
@@ -50,6 +53,10 @@ class SessionSettings:
     save_uninitialized: bool = False
     #: Seal every stored value under a key derived from the session ID (:mod:`wsgisession.sealing`).
     encrypt: bool = False
+    #: Sealers of recently used session IDs: deriving a session's key and
+    #: setting up its cipher cost more than opening its values, and a
+    #: browser's next request needs the same ones. Bounded: cleared when full.
+    sealers: dict[str, Sealer] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +136,6 @@ class Session(MutableMapping[str, Any]):
         "_incoming",
         "_origin_expires_at",
         "_resend",
-        "_sealer",
         "_settings",
         "_sid",
         "_state",
@@ -170,8 +176,6 @@ class Session(MutableMapping[str, Any]):
         self._user_agent = user_agent
         #: A save changed the cookie's own lifetime (:attr:`permanent`): send it again.
         self._resend = False
-        #: (session ID, its sealer), kept for the request: deriving the key costs microseconds.
-        self._sealer: tuple[str, Sealer] | None = None
         #: Whether the application used the session in this request (``Vary: Cookie``).
         self.accessed = False
 
@@ -236,7 +240,7 @@ class Session(MutableMapping[str, Any]):
         request saves it.
         """
         encrypt = self._settings.encrypt
-        sealer = self._sealer_for(session_id) if encrypt or sealing.available() else None
+        sealer = self._sealer_for(session_id, key) if encrypt or sealing.available() else None
         opened: dict[str, Any] = {}
         for name, value in self._data.items():
             if type(value) is str and value.startswith(sealing.PREFIX):
@@ -264,11 +268,14 @@ class Session(MutableMapping[str, Any]):
                     self._baseline[name] = _UNLIKE
         self._data = opened
 
-    def _sealer_for(self, session_id: str) -> Sealer:
-        kept = self._sealer
-        if kept is None or kept[0] != session_id:
-            kept = self._sealer = (session_id, Sealer(session_id, store_key(session_id)))
-        return kept[1]
+    def _sealer_for(self, session_id: str, key: str | None = None) -> Sealer:
+        sealers = self._settings.sealers
+        sealer = sealers.get(session_id)
+        if sealer is None:
+            if len(sealers) >= _SEALERS:
+                sealers.clear()
+            sealer = sealers[session_id] = Sealer(session_id, key or store_key(session_id))
+        return sealer
 
     def _become_new(self) -> None:
         """No record any more (or never): an empty session that gets a new ID if saved."""
