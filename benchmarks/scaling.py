@@ -124,9 +124,7 @@ class SQLiteBackend(Backend):
         conn = sqlite3.connect(store.path, isolation_level=None)
         try:
             conn.execute("PRAGMA synchronous = OFF")
-            insert = (
-                f"INSERT INTO {store.table} (key, data, created_at, expires_at, user_id) VALUES (?, ?, ?, ?, NULL)"
-            )
+            insert = f"INSERT INTO {store.table} (key, data, created_at, expires_at, user_id) VALUES (?, ?, ?, ?, NULL)"
             for start in range(0, count, 50_000):
                 rows = []
                 for i in range(start, min(count, start + 50_000)):

@@ -41,12 +41,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import flask
 from flask.sessions import NullSession, SessionInterface, SessionMixin
 
+from .._tagged import tag, untag
 from ..errors import ConfigurationError
 from ..middleware import ENVIRON_KEY, SessionMiddleware
 from ..session import FLASH_KEY, Session, State
 from ..signing import Secret, SecretLike
 from ..stores.base import Store
-from .._tagged import tag, untag
 from ._view import SessionView
 
 if TYPE_CHECKING:

@@ -52,9 +52,9 @@ from pyramid.interfaces import ISession
 from zope.interface import implementer
 
 from .. import _json
+from .._tagged import tag, untag
 from ..middleware import get_session
 from ..session import CSRF_KEY, FLASH_KEY, Session
-from .._tagged import tag, untag
 from ._view import SessionView
 
 __all__ = ["DEFAULT_QUEUE_CATEGORY", "PyramidSession", "includeme", "session_factory"]
