@@ -115,12 +115,16 @@ def test_arbitrary_text_never_crashes(text: str) -> None:
 
 def test_the_session_key_is_rfc_5869_hkdf_sha256() -> None:
     from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
     from wsgisession import sealing
 
-    sid = new_id()
     info = sealing._INFO[:-1]  # without the block counter the Expand step appends
-    expected = HKDF(hashes.SHA256(), 32, salt=sealing._SALT, info=info).derive(sid.encode())
-    assert sealing.session_key(sid) == expected
-    assert sealing.session_key(new_id()) != expected
+    sid = new_id()
+    raw = base64.urlsafe_b64decode(sid + "=")
+    assert len(raw) == 32, "an issued ID is 32 random bytes: the pseudorandom key itself"
+    assert sealing.session_key(sid) == HKDFExpand(hashes.SHA256(), 32, info=info).derive(raw)
+    for other in ("short-id", "!" * 43, "ü" * 43, sid + "x"):
+        expected = HKDF(hashes.SHA256(), 32, salt=sealing._SALT, info=info).derive(other.encode())
+        assert sealing.session_key(other) == expected, other
+    assert sealing.session_key(new_id()) != sealing.session_key(sid)

@@ -14,15 +14,18 @@ open. A value that fails to open is treated like a corrupt record: absent, and
 logged as a security event.
 
 The format of a sealed value: ``"$wss1$"`` then base64 (RFC 4648, padded) of
-a 12-byte random nonce and the ciphertext with its 16-byte tag. The
+a 12-byte nonce (a random prefix and a counter, see :func:`_nonces`) and the
+ciphertext with its 16-byte tag. The
 plaintext is the value's JSON text.
 """
 
 from __future__ import annotations
 
+import base64
 import binascii
 import hmac
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from . import _json
@@ -74,11 +77,36 @@ def is_sealed(value: object) -> bool:
 def session_key(session_id: str) -> bytes:
     """The 256-bit key of one session's values: HKDF-SHA256 (RFC 5869) of the ID, with a label of its own.
 
-    One Extract and one Expand block, with the standard library's HMAC: the
-    same function as ``cryptography``'s ``HKDF`` at a fraction of the cost.
+    An ID this library issues is 256 random bits (``secrets.token_urlsafe(32)``):
+    as RFC 5869 (section 3.3) allows for input that is already uniformly
+    random, its 32 bytes are the pseudorandom key and only Expand runs. Any
+    other ID goes through Extract first. The standard library's HMAC does
+    the work: the same function as ``cryptography``'s ``HKDFExpand`` and
+    ``HKDF``, at a fraction of the cost.
     """
-    prk = hmac.digest(_SALT, session_id.encode("ascii"), "sha256")
+    prk = None
+    if len(session_id) == 43:
+        try:
+            prk = base64.urlsafe_b64decode(session_id + "=")
+        except (binascii.Error, ValueError):
+            prk = None
+    if prk is None or len(prk) != 32:
+        prk = hmac.digest(_SALT, session_id.encode("utf-8", "surrogatepass"), "sha256")
     return hmac.digest(prk, _INFO, "sha256")
+
+
+def _nonces() -> Iterator[bytes]:
+    """Nonces for one sealer: a random 64-bit prefix of its own, then a 32-bit counter.
+
+    Every sealer of a session (one per process that sealed it) draws its own
+    prefix, so two never share a nonce under the same key but with chance
+    2**-64 per pair; a counter that runs out draws a new prefix. One random
+    draw per sealer, not per value.
+    """
+    while True:
+        prefix = os.urandom(8)
+        for counter in range(2**32):
+            yield prefix + counter.to_bytes(4, "big")
 
 
 class Sealer:
@@ -88,16 +116,17 @@ class Sealer:
     :param store_key: the key the store files the session under; bound into every value.
     """
 
-    __slots__ = ("_aead", "_prefix")
+    __slots__ = ("_aead", "_nonces", "_prefix")
 
     def __init__(self, session_id: str, store_key: str) -> None:
         _load()
         self._aead = _aead(session_key(session_id))
         self._prefix = b"wsgisession value\x00" + store_key.encode("ascii") + b"\x00"
+        self._nonces = _nonces()
 
     def seal(self, name: str, value: Any) -> str:
         """*value* (JSON data) sealed as the value of *name*."""
-        nonce = os.urandom(_NONCE)
+        nonce = next(self._nonces)
         aad = self._prefix + name.encode("utf-8", "surrogatepass")
         sealed = self._aead.encrypt(nonce, _json.encode(value).encode("utf-8"), aad)
         return PREFIX + binascii.b2a_base64(nonce + sealed, newline=False).decode("ascii")

@@ -444,16 +444,18 @@ class Session(MutableMapping[str, Any]):
                     _json.check_json(key, value)
                     _snapshot(key, value)
             sid = new_id()
-            sets = self._sealed(sid, data) if self._settings.encrypt else dict(data)
+            key = store_key(sid)
+            sets = self._sealed(sid, data, key) if self._settings.encrypt else dict(data)
             update = Update(set=sets, expires_at=expires_at, created_at=self.created_at, user_id=self._user_id)
             written = set(data)
         else:
             assert self._sid is not None and self._stored is not None and changes is not None
             sid = self._sid
+            key = store_key(sid)
             sets, deletes = changes
             if self._settings.encrypt:
                 # A new ID means a new key: a rename re-seals every value under it.
-                sets = self._sealed(sid, data if sid != self._stored else sets)
+                sets = self._sealed(sid, data if sid != self._stored else sets, key)
             update = Update(
                 set=sets,
                 delete=deletes,
@@ -463,7 +465,7 @@ class Session(MutableMapping[str, Any]):
             )
             written = set(self._baseline)
             lifetime_changed = PERMANENT_KEY in sets or PERMANENT_KEY in deletes
-        if not self._settings.store.save(store_key(sid), update):
+        if not self._settings.store.save(key, update):
             security_log.warning(
                 "save of session %s dropped: it was destroyed by another request",
                 log_tag(self._stored or sid),
@@ -482,8 +484,8 @@ class Session(MutableMapping[str, Any]):
         # looks. Any other key is remembered when it is next set or deleted.
         self._baseline = {key: _snapshot(key, data[key]) for key in written if type(data.get(key)) in _MUTABLE}
 
-    def _sealed(self, session_id: str, values: dict[str, Any]) -> dict[str, str]:
-        sealer = self._sealer_for(session_id)
+    def _sealed(self, session_id: str, values: dict[str, Any], key: str) -> dict[str, str]:
+        sealer = self._sealer_for(session_id, key)
         return {name: sealer.seal(name, value) for name, value in values.items()}
 
     def regenerate(self) -> None:
