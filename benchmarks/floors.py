@@ -51,6 +51,11 @@ SESSION_ID = secrets.token_urlsafe(32).encode()
 assert len(SESSION_ID) == 43
 
 
+def expiry(i: int) -> float:
+    """A session's new expiry: every save moves it (server-side expiry), in a column indexed for pruning."""
+    return time.time() + 86400 + i * 1e-3
+
+
 def hmac_loop(n: int) -> float:
     """Seconds for *n* HMAC-SHA256 of a 43-byte value (the one-shot C path, the fastest the stdlib has)."""
     digest, key, msg = hmac.digest, SECRET.encode(), SESSION_ID
@@ -201,30 +206,31 @@ class SQLiteFloor(Floor):
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("CREATE TABLE t (key TEXT PRIMARY KEY, data TEXT NOT NULL)")
-        self.conn.execute("INSERT INTO t (key, data) VALUES ('k', ?)", (DATA,))
+        self.conn.execute("CREATE TABLE t (key TEXT PRIMARY KEY, data TEXT NOT NULL, expires_at REAL NOT NULL)")
+        self.conn.execute("CREATE INDEX t_expires_at ON t (expires_at)")
+        self.conn.execute("INSERT INTO t (key, data, expires_at) VALUES ('k', ?, ?)", (DATA, expiry(0)))
         self.cleanup.append(self.conn.close)
 
     def login(self, n: int) -> float:
         execute, keys = self.conn.execute, self.new_keys(n)
         started = time.perf_counter()
-        for key in keys:
-            execute("INSERT INTO t (key, data) VALUES (?, ?)", (key, DATA))
+        for i, key in enumerate(keys):
+            execute("INSERT INTO t (key, data, expires_at) VALUES (?, ?, ?)", (key, DATA, expiry(i)))
         return time.perf_counter() - started
 
     def read(self, n: int) -> float:
         execute = self.conn.execute
         started = time.perf_counter()
         for _ in range(n):
-            execute("SELECT data FROM t WHERE key = ?", ("k",)).fetchone()
+            execute("SELECT data, expires_at FROM t WHERE key = ?", ("k",)).fetchone()
         return time.perf_counter() - started
 
     def update(self, n: int) -> float:
         execute = self.conn.execute
         started = time.perf_counter()
-        for _ in range(n):
-            execute("SELECT data FROM t WHERE key = ?", ("k",)).fetchone()
-            execute("UPDATE t SET data = ? WHERE key = ?", (DATA, "k"))
+        for i in range(n):
+            execute("SELECT data, expires_at FROM t WHERE key = ?", ("k",)).fetchone()
+            execute("UPDATE t SET data = ?, expires_at = ? WHERE key = ?", (DATA, expiry(i), "k"))
         return time.perf_counter() - started
 
 
@@ -236,17 +242,21 @@ class PostgresFloor(Floor):
         self.conn = psycopg.connect(POSTGRES_URL, autocommit=True)
         self.cleanup.append(self.conn.close)
         table = sql.Identifier(self.table)
-        self.conn.execute(sql.SQL("CREATE TABLE {t} (key text PRIMARY KEY, data text NOT NULL)").format(t=table))
-        self.conn.execute(sql.SQL("INSERT INTO {t} (key, data) VALUES ('k', %s)").format(t=table), (DATA,))
-        self.q_insert = sql.SQL("INSERT INTO {t} (key, data) VALUES (%s, %s)").format(t=table).as_string(self.conn)
-        self.q_select = sql.SQL("SELECT data FROM {t} WHERE key = %s").format(t=table).as_string(self.conn)
-        self.q_update = sql.SQL("UPDATE {t} SET data = %s WHERE key = %s").format(t=table).as_string(self.conn)
+        create = "CREATE TABLE {t} (key text PRIMARY KEY, data text NOT NULL, expires_at double precision NOT NULL)"
+        self.conn.execute(sql.SQL(create).format(t=table))
+        self.conn.execute(sql.SQL("CREATE INDEX ON {t} (expires_at)").format(t=table))
+        insert = sql.SQL("INSERT INTO {t} (key, data, expires_at) VALUES (%s, %s, %s)").format(t=table)
+        self.conn.execute(insert, ("k", DATA, expiry(0)))
+        self.q_insert = insert.as_string(self.conn)
+        self.q_select = sql.SQL("SELECT data, expires_at FROM {t} WHERE key = %s").format(t=table).as_string(self.conn)
+        update = sql.SQL("UPDATE {t} SET data = %s, expires_at = %s WHERE key = %s").format(t=table)
+        self.q_update = update.as_string(self.conn)
 
     def login(self, n: int) -> float:
         execute, query, keys = self.conn.execute, self.q_insert, self.new_keys(n)
         started = time.perf_counter()
-        for key in keys:
-            execute(query, (key, DATA))
+        for i, key in enumerate(keys):
+            execute(query, (key, DATA, expiry(i)))
         return time.perf_counter() - started
 
     def read(self, n: int) -> float:
@@ -259,9 +269,9 @@ class PostgresFloor(Floor):
     def update(self, n: int) -> float:
         execute, select, update = self.conn.execute, self.q_select, self.q_update
         started = time.perf_counter()
-        for _ in range(n):
+        for i in range(n):
             execute(select, ("k",)).fetchone()
-            execute(update, (DATA, "k"))
+            execute(update, (DATA, expiry(i), "k"))
         return time.perf_counter() - started
 
 
@@ -287,18 +297,19 @@ class MySQLFloor(Floor):
         t = f"`{self.table}`"
         self.cur.execute(
             f"CREATE TABLE {t} (`key` VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, "
-            "data TEXT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+            "data TEXT NOT NULL, expires_at DOUBLE NOT NULL, KEY (expires_at)) "
+            "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
         )
-        self.cur.execute(f"INSERT INTO {t} (`key`, data) VALUES ('k', %s)", (DATA,))
-        self.q_insert = f"INSERT INTO {t} (`key`, data) VALUES (%s, %s)"
-        self.q_select = f"SELECT data FROM {t} WHERE `key` = %s"
-        self.q_update = f"UPDATE {t} SET data = %s WHERE `key` = %s"
+        self.q_insert = f"INSERT INTO {t} (`key`, data, expires_at) VALUES (%s, %s, %s)"
+        self.cur.execute(self.q_insert, ("k", DATA, expiry(0)))
+        self.q_select = f"SELECT data, expires_at FROM {t} WHERE `key` = %s"
+        self.q_update = f"UPDATE {t} SET data = %s, expires_at = %s WHERE `key` = %s"
 
     def login(self, n: int) -> float:
         execute, query, keys = self.cur.execute, self.q_insert, self.new_keys(n)
         started = time.perf_counter()
-        for key in keys:
-            execute(query, (key, DATA))
+        for i, key in enumerate(keys):
+            execute(query, (key, DATA, expiry(i)))
         return time.perf_counter() - started
 
     def read(self, n: int) -> float:
@@ -312,10 +323,10 @@ class MySQLFloor(Floor):
     def update(self, n: int) -> float:
         execute, fetchone, select, update = self.cur.execute, self.cur.fetchone, self.q_select, self.q_update
         started = time.perf_counter()
-        for _ in range(n):
+        for i in range(n):
             execute(select, ("k",))
             fetchone()
-            execute(update, (DATA, "k"))
+            execute(update, (DATA, expiry(i), "k"))
         return time.perf_counter() - started
 
 
@@ -371,8 +382,12 @@ def floor_for(store: str, *, tmp: str, table: str = "", prefix: str = "") -> Flo
         }
         return _floor(FileFloor, "os.open/os.read/os.write/os.fsync/os.rename of a 22-byte record", ops, tmp=tmp)
     if store in ("sqlite", "postgres", "mysql"):
-        select = "SELECT data FROM t WHERE key = ?"
-        ops = {"login": "one INSERT (autocommit)", "read": f"one {select}", "update": f"one {select}, one UPDATE"}
+        select = "SELECT data, expires_at FROM t WHERE key = ?"
+        ops = {
+            "login": "one INSERT of key, data, expiry (autocommit; expires_at indexed, as pruning needs)",
+            "read": f"one {select}",
+            "update": f"one {select}, one UPDATE of data and a new expiry (which moves its index entry)",
+        }
         if store == "sqlite":
             return _floor(SQLiteFloor, "sqlite3, WAL, synchronous=NORMAL (SQLiteStore's default)", ops, tmp=tmp)
         if store == "mysql":
