@@ -23,7 +23,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import threading
 import time
 import traceback
 import warnings
@@ -36,6 +35,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from wsgisession.stores import _redact as redact_url
+from wsgisession.testing.contract import at_once as at_once
 
 from .liveserver import free_port
 
@@ -306,26 +306,3 @@ def tmpfs(target: Path, options: str) -> Iterator[Path]:
         yield target
     finally:
         subprocess.run(["umount", str(target)], check=True)
-
-
-def at_once(*calls: Callable[[], Any], timeout: float = 30.0) -> list[Any]:
-    """Run *calls* in threads released at the same instant; return what each returned (re-raise the first error)."""
-    barrier = threading.Barrier(len(calls))
-    results: list[Any] = [None] * len(calls)
-    errors: list[BaseException] = []
-
-    def run(i: int, call: Callable[[], Any]) -> None:
-        barrier.wait()
-        try:
-            results[i] = call()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout)
-    if errors:
-        raise errors[0]
-    return results

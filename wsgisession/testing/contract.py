@@ -26,7 +26,7 @@ store must read the time through that function, not ``time.time``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -36,7 +36,7 @@ from .. import _clock
 from ..ids import new_id, store_key
 from ..stores.base import Countable, IndexSized, Store, Update, UserIndex
 
-__all__ = ["Clock", "StoreContract"]
+__all__ = ["Clock", "StoreContract", "at_once"]
 
 
 class Clock:
@@ -539,7 +539,7 @@ class StoreContract:
                 "destroy_user": partial(rival_users.destroy_user, "alice"),
                 "rename": partial(twin.save, other_new, moves[other_new]),
             }
-            renamed, outcome = _at_once(partial(store.save, new, moves[new]), rivals[rival])
+            renamed, outcome = at_once(partial(store.save, new, moves[new]), rivals[rival])
             assert store.load(old) is None
             moved = store.load(new)
             if rival == "destroy_user":
@@ -557,8 +557,8 @@ class StoreContract:
             assert users.sessions_of("alice") == []
 
 
-def _at_once(*calls: Any, timeout: float = 30.0) -> list[Any]:
-    """Run *calls* in threads released together; their results in order (an exception is re-raised)."""
+def at_once(*calls: Callable[[], Any], timeout: float = 30.0) -> list[Any]:
+    """Run *calls* in threads released at the same instant; what each returned, in order (the first error re-raised)."""
     barrier = threading.Barrier(len(calls), timeout=timeout)
     results: list[Any] = [None] * len(calls)
     errors: list[BaseException] = []
