@@ -177,7 +177,7 @@ def plant(kind: str, store: Any, key: str, raw: bytes) -> None:
         head = encode_record_file(Record({}, now, now + 600)).partition(b"\n")[0]
         Path(store._dir, key).write_bytes(head + b"\n" + raw)
     elif kind == "redis":
-        name = store._redis_key(key)
+        name = store.prefix + key
         store._client.delete(name)
         store._client.hset(name, mapping={b"m:created": str(now), b"m:expires": str(now + 600), b"d:x": raw})
     elif kind == "postgres":

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import time
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, TypeVar
 
 from ..errors import ConfigurationError, StoreError, StoreUnavailableError
-from .base import Record, StoreBase, log
+from .base import BatchPruneBase, Record, log, scrub, user_bytes
 
 T = TypeVar("T")
 #: Why a failed statement may run again: the table is missing (make it and go
@@ -19,7 +17,6 @@ T = TypeVar("T")
 Retry = Literal["table", "lost", "rolled back"] | None
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_KEYS = re.compile(r"[0-9a-f]{64}")
 
 
 def table_name(store: str, table: object, longest: int, *, qualified: bool = False) -> tuple[str, ...]:
@@ -38,10 +35,10 @@ def table_name(store: str, table: object, longest: int, *, qualified: bool = Fal
 
 def first_line(text: str, fallback: str) -> str:
     """A driver message's first line (not the detail that may quote a row), with any store key blanked."""
-    return _KEYS.sub("<key>", (text.strip().splitlines() or [fallback])[0])
+    return scrub((text.strip().splitlines() or [fallback])[0])
 
 
-class SQLStore(StoreBase):
+class SQLStore(BatchPruneBase):
     """A store of one row per session in a SQL table; a dialect supplies statements and connections.
 
     The row is ``key``, ``data``, ``created_at``, ``expires_at`` and ``user_id``
@@ -49,12 +46,14 @@ class SQLStore(StoreBase):
     :meth:`destroy`'s and :meth:`prune`'s primitives, the capabilities
     (:class:`~wsgisession.stores.base.BatchedPrune`, ``UserIndex``,
     ``Countable``, ``IndexSized``), closing and forgetting connections in a
-    forked child. A dialect sets ``_sql_load``, ``_sql_touch``,
-    ``_sql_destroy``, ``_sql_prune`` (``now`` and ``limit`` by name),
-    ``_sql_sessions_of``, ``_sql_count`` and ``_sql_index_size``, and writes
-    ``_rows(statement, params)`` and ``_execute(statement, params) -> rowcount``,
-    ``_write``, ``_destroy_user``, ``_release`` and ``_after_fork``; a pooled
-    one runs its statements through :meth:`_run`.
+    forked child. A prune deletes one batch per short statement, so it never
+    holds many rows locked, and saves go on in between. A dialect sets
+    ``_sql_load``, ``_sql_touch``, ``_sql_destroy``, ``_sql_prune`` (``now``
+    and ``limit`` by name), ``_sql_sessions_of``, ``_sql_count`` and
+    ``_sql_index_size``, and writes ``_rows(statement, params)`` and
+    ``_execute(statement, params) -> rowcount``, ``_write``, ``_destroy_user``,
+    ``_release`` and ``_after_fork``; a pooled one runs its statements through
+    :meth:`_run`.
     """
 
     # The dialect's statements, as its driver takes them.
@@ -67,17 +66,16 @@ class SQLStore(StoreBase):
     _sql_index_size: Any
     #: How many times :meth:`_run` runs an operation again.
     _retries = 1
+    _ready = BatchPruneBase._refuse_closed
 
     def __init__(self, *, table: str, create: bool, clock: Callable[[], float] | None) -> None:
         super().__init__(clock=clock)
         self.table, self.create = table, bool(create)
-        self._closed = False
         self._schema_ready = False
-        _stores.add(self)
+        self._where = ""  # where the table is, for messages: never a password
 
-    def _ready(self) -> None:
-        if self._closed:
-            raise StoreUnavailableError(f"{self!r} is closed")
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._where} table={self.table!r}>"
 
     # -- what a dialect writes ----------------------------------------------------------------
 
@@ -93,15 +91,13 @@ class SQLStore(StoreBase):
 
     def _user_param(self, user_id: str, *, lookup: bool = False) -> Any:
         """*user_id* as the column holds it; ``None`` for a lookup that can match nothing."""
-        raise NotImplementedError
+        user_bytes(user_id)
+        return user_id
 
     def _destroy_user(self, user: Any, now: float) -> int:
         raise NotImplementedError
 
     def _release(self) -> None:
-        pass
-
-    def _after_fork(self) -> None:
         pass
 
     # -- the primitives -----------------------------------------------------------------------
@@ -116,29 +112,16 @@ class SQLStore(StoreBase):
     def _delete(self, key: str) -> None:
         self._execute(self._sql_destroy, (key,))
 
-    def _prune(self, now: float) -> int:
-        return sum(self._batches(now, 1000))
-
     def _close(self) -> None:
         self._closed = True
         self._release()
 
     # -- capabilities: BatchedPrune, UserIndex, Countable, IndexSized --------------------------
 
-    def prune_batches(self, batch_size: int = 1000) -> Iterator[int]:
-        """Delete expired rows *batch_size* at a time, one short statement each, yielding how many each deleted.
-
-        A large prune never holds many rows locked, and saves go on in between.
-        """
-        if type(batch_size) is not int or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
-        return self._batches(self.now(), batch_size)
-
-    def _batches(self, now: float, batch_size: int) -> Iterator[int]:
+    def _prune_batches(self, now: float, batch_size: int) -> Iterator[int]:
         params = {"now": now, "limit": batch_size}
         while True:
-            with self._errors("prune"):
-                removed = self._execute(self._sql_prune, params)
+            removed = self._execute(self._sql_prune, params)
             if removed:
                 yield removed
             if removed < batch_size:
@@ -193,18 +176,16 @@ class SQLStore(StoreBase):
         """Why *op* may run again after *exc* on *conn*, or ``None``: it may not."""
         raise NotImplementedError
 
-    # What is retried: an operation whose table was dropped since we made sure
-    # of it (made again, with create=True), whose connection was lost (a
-    # server restart, a killed connection, a dropped socket) or whose
-    # transaction the server rolled back (a deadlock, a serialization
-    # failure); nothing else (a timeout, a constraint, a full disk would only
-    # fail again, later). A rollback wrote nothing. A lost connection may have
-    # lost just the reply to a statement that committed: running it again is
-    # safe because every operation of these stores may run twice (a merge,
-    # upsert, touch or delete twice leaves what once does; a create makes a
-    # session whose ID no other request knows yet; a rename or destroy_user
-    # says in its own code how a replay ends, told by op's second argument).
-    # Only what an operation reports can differ: rows a first attempt deleted
+    # Retried: an operation whose table was dropped since we made sure of it
+    # (made again, with create=True), whose connection was lost (a restart, a
+    # kill, a dropped socket) or whose transaction the server rolled back (a
+    # deadlock, a serialization failure); nothing else (a timeout, a
+    # constraint, a full disk would only fail again). A rollback wrote nothing.
+    # A lost connection may have lost just the reply to a commit: every
+    # operation may run twice (a merge, upsert, touch or delete twice leaves
+    # what once does; a create makes a session no other request knows yet; a
+    # rename or destroy_user says how a replay ends, told by op's second
+    # argument). Only what it reports can differ: rows a first attempt deleted
     # are not counted again (prune, destroy_user).
     def _run(self, op: Callable[[Any, bool], T]) -> T:
         """Run ``op(connection, replayed)`` on a connection; run it again when :meth:`_retry` allows."""
@@ -235,18 +216,3 @@ class SQLStore(StoreBase):
     def _missing_table(self, where: str) -> StoreError:
         why = "" if self.create else " (create=False: it is not made)"
         return StoreUnavailableError(f"{type(self).__name__}: table {self.table!r} does not exist at {where}{why}")
-
-
-# Every SQL store, so that a forked child drops the parent's connections before
-# any thread of its own runs: none is shared between processes (closing one
-# would end the parent's session on the server), and no lock is found held.
-_stores: weakref.WeakSet[SQLStore] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for store in list(_stores):
-        store._after_fork()
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork()
-    os.register_at_fork(after_in_child=_after_fork_in_child)

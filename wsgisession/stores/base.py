@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,10 +43,12 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, urlsplit
 
 from .. import _clock, _json
-from ..errors import ConfigurationError, StoreError
+from ..errors import ConfigurationError, StoreError, StoreUnavailableError
 
 _KEY = re.compile(r"[0-9a-f]{64}")
 security_log = logging.getLogger("wsgisession.security")
+#: Parts :meth:`StoreBase.decode` refuses (logging a corrupt record), for a record that is not ours to read.
+CORRUPT: tuple[object, float, float, None] = (b"", math.nan, math.nan, None)
 log = logging.getLogger("wsgisession.store")
 
 
@@ -201,8 +205,11 @@ class StoreBase:
       already checked to be a valid key), or return ``False`` ("destroy wins").
     * ``_touch(key, expires_at, now) -> bool``, ``_delete(key)``,
       ``_prune(now) -> int`` and ``_close()``.
-    * optionally ``_ready()``: raise if the store cannot be used now (it is
-      closed); run before every primitive, inside the error mapping.
+    * optionally ``_ready()``: raise if the store cannot be used now; run
+      before every primitive, inside the error mapping. A store refused once
+      closed sets ``_ready = StoreBase._refuse_closed`` and ``_closed`` in ``_close()``.
+    * optionally ``_after_fork()``: run in a forked child before any thread of
+      its own, to drop what belongs to the parent (connections, held locks).
 
     :param clock: the time in epoch seconds; by default :func:`wsgisession._clock.now`
         (read at each call, so a test may move it).
@@ -210,9 +217,12 @@ class StoreBase:
 
     #: The driver's exceptions that mean "the store failed" (mapped by :meth:`_failure`).
     failures: tuple[type[BaseException], ...] = ()
+    _closed = False
 
     def __init__(self, *, clock: Callable[[], float] | None = None) -> None:
         self._clock = clock
+        if type(self)._after_fork is not StoreBase._after_fork:
+            _forkable.add(self)
 
     def now(self) -> float:
         """The store's clock."""
@@ -220,10 +230,14 @@ class StoreBase:
 
     def _failure(self, action: str, exc: BaseException) -> StoreError:
         """The :class:`StoreError` for a driver exception raised by *action*: say which store and what failed."""
-        return StoreError(f"{self!r}: {action} failed: {type(exc).__name__}: {exc}")
+        return StoreError(f"{self!r}: {action} failed: {type(exc).__name__}: {scrub(str(exc))}")
 
     def _ready(self) -> None:
         pass
+
+    def _refuse_closed(self) -> None:
+        if self._closed:
+            raise StoreUnavailableError(f"{self!r} is closed")
 
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:
@@ -348,6 +362,46 @@ class StoreBase:
     def _close(self) -> None:
         pass
 
+    def _after_fork(self) -> None:
+        pass
+
+
+# The stores to tell of a fork: none shares a connection or a lock with the parent.
+_forkable: weakref.WeakSet[StoreBase] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_forkable):
+        store._after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork()
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class BatchPruneBase(StoreBase):
+    """A :class:`StoreBase` that prunes in bounded batches (:class:`BatchedPrune`).
+
+    The backend writes ``_prune_batches(now, batch_size)``, a generator of how
+    many each batch deleted; ``prune()`` runs it to the end, 1000 at a time.
+    """
+
+    def prune_batches(self, batch_size: int = 1000) -> Iterator[int]:
+        """Delete expired records *batch_size* at a time, yielding how many each batch deleted."""
+        if type(batch_size) is not int or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
+        return self._pruning(self.now(), batch_size)
+
+    def _pruning(self, now: float, batch_size: int) -> Iterator[int]:
+        with self._errors("prune"):
+            yield from self._prune_batches(now, batch_size)
+
+    def _prune(self, now: float) -> int:
+        return sum(self._prune_batches(now, 1000))
+
+    def _prune_batches(self, now: float, batch_size: int) -> Iterator[int]:
+        raise NotImplementedError
+
 
 def query_options(url: str, allowed: Mapping[str, Callable[[str], object]]) -> dict[str, object]:
     """The options in *url*'s query string, each converted by its function in *allowed*.
@@ -405,3 +459,8 @@ def valid_key(key: object) -> bool:
     file path, a SQL statement or a Redis command.
     """
     return type(key) is str and _KEY.fullmatch(key) is not None
+
+
+def scrub(text: str) -> str:
+    """*text* with anything shaped like a store key blanked, for an error message (a key names a session)."""
+    return _KEY.sub("<key>", text)

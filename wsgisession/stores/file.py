@@ -41,7 +41,6 @@ import secrets
 import stat
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -49,7 +48,7 @@ from urllib.parse import unquote, urlsplit
 
 from .. import _json
 from ..errors import ConfigurationError, StoreError, StoreFullError, StoreTimeoutError, StoreUnavailableError
-from .base import Record, StoreBase, Update, log, query_options, security_log, user_bytes, valid_key
+from .base import CORRUPT, BatchPruneBase, Record, Update, log, query_options, security_log, user_bytes, valid_key
 
 _TMP_PREFIX = ".tmp-"
 #: A temp file unchanged for this long belongs to a writer that died before its rename.
@@ -68,9 +67,6 @@ _FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _UNAVAILABLE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS})
 
 _Parts = tuple[object, float, float, str | None]
-#: What _read returns for a file that is not a record: parts StoreBase.decode
-#: refuses, so the base logs it as corrupt, once.
-_CORRUPT: _Parts = (b"", math.nan, math.nan, None)
 
 
 class _LockTimeout(TimeoutError):
@@ -85,20 +81,7 @@ def encode_record_file(record: Record) -> bytes:
     return f"{_json.encode(head)}\n{_json.encode(record.data)}".encode()
 
 
-# A fork while another thread holds a stripe's threading.Lock would leave the
-# child's copy locked forever: each store makes new ones in the child.
-_live_stores: weakref.WeakSet[FileStore] = weakref.WeakSet()
-
-
-def _new_locks_after_fork() -> None:
-    for store in list(_live_stores):
-        store._thread_locks = _stripe_locks()
-
-
-os.register_at_fork(after_in_child=_new_locks_after_fork)
-
-
-class FileStore(StoreBase):
+class FileStore(BatchPruneBase):
     """Sessions as JSON files in one directory, safe across threads and processes (see above).
 
     :param path: the store directory, resolved now (a later ``chdir`` does not
@@ -107,7 +90,7 @@ class FileStore(StoreBase):
         not; with ``False`` a missing directory is an error and is not made.
     :param lock_timeout: seconds to wait for a session's lock before raising
         :class:`~wsgisession.errors.StoreTimeoutError`.
-    :param clock: the time in epoch seconds (see :class:`StoreBase`).
+    :param clock: see :class:`~wsgisession.stores.base.StoreBase`.
     :raises ConfigurationError: *lock_timeout* is not a number >= 0, or *path*
         is not a directory: the setting itself is wrong.
     :raises StoreUnavailableError: the directory (or its parent) is missing or
@@ -115,6 +98,11 @@ class FileStore(StoreBase):
 
     The directory must be local: ``flock`` over NFS is emulated with POSIX
     locks and ``fsync`` guarantees vary; use SQLite or a server store there.
+
+    A prune (one directory sync per batch) also removes unreadable records
+    once their mtime has passed, temp files of writers that died over an hour
+    ago, and markers whose record is gone, expired or bound to someone else.
+    It reads each record again under its lock, so one just saved is kept.
     """
 
     failures = (OSError,)
@@ -139,7 +127,6 @@ class FileStore(StoreBase):
         self._lock_timeout = float(lock_timeout)
         self._thread_locks = _stripe_locks()
         self._open_directory(create)
-        _live_stores.add(self)
 
     @classmethod
     def from_url(cls, url: str, *, create: bool = True) -> FileStore:
@@ -173,14 +160,14 @@ class FileStore(StoreBase):
     # -- the primitives -------------------------------------------------------------------
 
     def _read(self, key: str, now: float = 0.0) -> _Parts | None:
-        """The parts of *key*'s record whatever its expiry, ``None`` if there is none, or _CORRUPT."""
+        """The parts of *key*'s record whatever its expiry, ``None`` if there is none, or CORRUPT."""
         try:
             fd = os.open(self._prefix + key, os.O_RDONLY | _OPEN_FLAGS)
         except FileNotFoundError:
             return None
         except OSError as exc:
             if exc.errno == errno.ELOOP:  # a symlink: never something this store wrote
-                return _CORRUPT
+                return CORRUPT
             raise
         try:
             # Plain os.read, cheaper than a file object. A short read of a
@@ -189,7 +176,7 @@ class FileStore(StoreBase):
             while len(chunks[-1]) == _READ_CHUNK:
                 chunks.append(os.read(fd, _READ_CHUNK))
         except IsADirectoryError:
-            return _CORRUPT
+            return CORRUPT
         finally:
             os.close(fd)
         head, _, data = b"".join(chunks).partition(b"\n")
@@ -197,9 +184,9 @@ class FileStore(StoreBase):
             meta = _json.decode(head)
             times = meta["created_at"], meta["expires_at"]
         except (ValueError, TypeError, KeyError):  # not JSON, not an object, or without its times
-            return _CORRUPT
+            return CORRUPT
         if not (_is_time(times[0]) and _is_time(times[1])):
-            return _CORRUPT
+            return CORRUPT
         return data, *times, meta.get("user_id")
 
     def _write(self, key: str, update: Update, now: float) -> bool:
@@ -246,27 +233,11 @@ class FileStore(StoreBase):
                 self._sync_dir()  # a logout survives a power cut, and precedes the marker's removal
                 self._unbind(key, record)
 
-    def _prune(self, now: float) -> int:
-        return sum(self._prune_batches(now, 1000))
-
-    def _close(self) -> None:
-        _live_stores.discard(self)  # no descriptor stays open between calls
+    def _after_fork(self) -> None:
+        # A fork while another thread held a stripe's lock would leave the child's copy locked forever.
+        self._thread_locks = _stripe_locks()
 
     # -- capabilities: BatchedPrune, UserIndex, Countable, IndexSized ---------------------------
-
-    def prune_batches(self, batch_size: int = 1000) -> Iterator[int]:
-        """Delete expired records, yielding how many each batch of *batch_size* deleted (one directory sync each).
-
-        Unreadable records go too (counted) once their mtime has passed, and so
-        do temp files of writers that died over an hour ago and markers whose
-        record is gone, expired or bound to someone else. Each record is read
-        again under its lock, so one that a save has just refreshed is kept.
-        """
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        now = self.now()
-        with self._errors("prune"):
-            yield from self._prune_batches(now, batch_size)
 
     def _prune_batches(self, now: float, batch_size: int) -> Iterator[int]:
         removed = 0

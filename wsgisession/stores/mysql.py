@@ -275,9 +275,6 @@ class MySQLStore(SQLStore):
             **options,  # type: ignore[arg-type]
         )
 
-    def __repr__(self) -> str:
-        return f"<MySQLStore {self._where} table={self.table!r}>"
-
     # -- the primitives ---------------------------------------------------------------
 
     def _rows(self, statement: str, params: Any) -> Sequence[Any]:
@@ -354,7 +351,8 @@ class MySQLStore(SQLStore):
                     cur.execute(self._sql_destroy_user, (user,))
                 cur.execute("COMMIT")
             except BaseException:
-                _rollback(cur)
+                with contextlib.suppress(pymysql.err.MySQLError):  # a lost connection rolls back on its own
+                    cur.execute("ROLLBACK")
                 raise
             return sum(1 for expires_at in expiries if expires_at > now)
 
@@ -442,11 +440,6 @@ class MySQLStore(SQLStore):
         if code in _UNREACHABLE or _lost(exc) or not isinstance(exc, pymysql.err.MySQLError):
             return StoreUnavailableError(f"MySQLStore: cannot reach MySQL at {where} ({action}): {reason}")
         return StoreError(f"MySQLStore: MySQL at {where} failed {action} on table {self.table!r}: {reason}")
-
-
-def _rollback(cur: Cursor) -> None:
-    with contextlib.suppress(pymysql.err.MySQLError):  # the connection is gone: the server rolls back on its own
-        cur.execute("ROLLBACK")
 
 
 def _quit(conn: Connection[Cursor]) -> None:

@@ -21,7 +21,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from .. import _json
 from ..errors import ConfigurationError, StoreError, StoreFullError, StoreTimeoutError, StoreUnavailableError
 from ._sql import Retry, SQLStore, first_line, table_name
-from .base import Update, log, positive_seconds, query_options, user_bytes
+from .base import Update, log, positive_seconds, query_options
 
 T = TypeVar("T")
 Pool = ConnectionPool[Any]
@@ -216,9 +216,6 @@ class PostgresStore(SQLStore):
         libpq = urlencode([p for p in pairs if p[0] not in _OPTIONS])
         return cls(urlunsplit(parts._replace(query=libpq)), create=create, **options)
 
-    def __repr__(self) -> str:
-        return f"<PostgresStore {self._where} table={self.table!r}>"
-
     # -- the primitives -----------------------------------------------------------------------
 
     def _read(self, key: str, now: float) -> tuple[object, float, float, str | None] | None:
@@ -237,8 +234,7 @@ class PostgresStore(SQLStore):
         return _fields(data), created_at, expires_at, _unescape_user(user_id)
 
     def _user_param(self, user_id: str, *, lookup: bool = False) -> str:
-        user_bytes(user_id)
-        return _escape(user_id)
+        return _escape(super()._user_param(user_id))
 
     def _write(self, key: str, update: Update, now: float) -> bool:
         params = {

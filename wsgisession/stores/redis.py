@@ -22,7 +22,18 @@ from redis.sentinel import Sentinel
 
 from .. import _json
 from ..errors import ConfigurationError, StoreError, StoreFullError, StoreTimeoutError, StoreUnavailableError
-from .base import Record, StoreBase, Update, log, positive_seconds, query_options, user_bytes, valid_key
+from .base import (
+    CORRUPT,
+    BatchPruneBase,
+    Record,
+    Update,
+    log,
+    positive_seconds,
+    query_options,
+    scrub,
+    user_bytes,
+    valid_key,
+)
 
 # redis-py 5+ types its clients as plain classes, the older types-redis stubs
 # as generic ones: the ignore serves either.
@@ -35,8 +46,6 @@ _CREATED, _EXPIRES, _USER, _MOVED = b"m:created", b"m:expires", b"m:user", b"m:m
 # A user's set of session keys is <prefix>u:<sha256 of the user ID>: the ID is
 # arbitrary text, its digest is safe in a key name and in a SCAN pattern.
 _USER_SET = "u:"
-# Parts StoreBase.decode refuses (and logs as corrupt): for a hash that is not text.
-_CORRUPT: tuple[Any, float, float, None] = (b"\xff", 0.0, 0.0, None)
 # What sessions_of() reads for a hash a decode_responses=True client cannot decode.
 _UNREADABLE: Any = object()
 # A connection idle this long is PINGed before use, so one silently dropped by
@@ -46,8 +55,6 @@ _SCAN_COUNT = 1000
 # How long a record stays once a rename has marked it moved: time enough to
 # finish the rename; one that dies halfway leaves nothing for longer.
 _MOVE_GRACE_MS = 60_000
-# Store keys (and user digests) are taken out of error messages: they name a session.
-_KEYLIKE = re.compile(r"[0-9a-f]{64}")
 
 # Every script touches one key, KEYS[1], so it runs on Redis Cluster without a
 # hash tag. The user index spans two keys (a hash and its user's set), so it is
@@ -216,7 +223,7 @@ return 1
 """
 
 
-class RedisStore(StoreBase):
+class RedisStore(BatchPruneBase):
     """Sessions in Redis: one hash per session, expired by Redis itself.
 
     Each session is a hash at ``<prefix><key>``: a field per top-level session
@@ -240,7 +247,10 @@ class RedisStore(StoreBase):
 
     :meth:`count`, :meth:`prune` and :meth:`index_size` SCAN every primary of
     a cluster; through a ``redis://`` URL that names one node of a cluster they
-    refuse, as does any command Redis redirects to another node.
+    refuse, as does any command Redis redirects to another node. Redis expires
+    sessions itself, so a prune finds only records whose TTL outlives their
+    recorded expiry (a clock moved forward, a TTL changed by hand), and the
+    user index's entries for sessions that are gone: run it rarely.
 
     :param client_or_url: one of the URLs above (default ``redis://127.0.0.1:6379/0``)
         or a redis-py client you made (``Redis``, ``RedisCluster``,
@@ -263,6 +273,7 @@ class RedisStore(StoreBase):
     """
 
     failures = (rex.RedisError, rex.RedisClusterException, rex.ChildDeadlockedError)
+    _ready = BatchPruneBase._refuse_closed
 
     def __init__(
         self,
@@ -295,7 +306,6 @@ class RedisStore(StoreBase):
         self._decoding = bool(client.get_encoder().decode_responses)
         self._timeout: float | None = client.get_connection_kwargs().get("socket_timeout")
         self._where = _describe(client)
-        self._closed = False
         # A command through the pool pays for its checkout (a lock, a poll of the
         # socket, observability hooks): 12-14 us, a fifth of a command on
         # loopback. So the commands of a request run on single-connection
@@ -323,15 +333,11 @@ class RedisStore(StoreBase):
 
     # -- the primitives -------------------------------------------------------------------
 
-    def _ready(self) -> None:
-        if self._closed:
-            raise StoreUnavailableError(f"RedisStore at {self._where} is closed")
-
     def _read(self, key: str, now: float) -> tuple[object, float, float, str | None] | None:
         try:
             fields = self._on_lane(lambda client: client.hgetall(self.prefix + key))
         except UnicodeDecodeError:  # a decode_responses=True client, and bytes that are not UTF-8
-            return _CORRUPT
+            return CORRUPT
         return self._parts(self._named(fields)) if fields else None
 
     def _write(self, key: str, update: Update, now: float) -> bool:
@@ -378,7 +384,7 @@ class RedisStore(StoreBase):
         pairs = self._named(dict(zip(fields[::2], fields[1::2], strict=True)))
         pairs.pop(_MOVED, None)
         parts = self._parts(pairs) if pairs else None
-        record = self.decode(*(parts or _CORRUPT))  # one it cannot read is logged as corrupt
+        record = self.decode(*(parts or CORRUPT))  # one it cannot read is logged as corrupt
         if record is None:
             self._undo_rename(key, old, now)
             return False
@@ -424,9 +430,6 @@ class RedisStore(StoreBase):
             # not a create finds it gone), so no concurrent binding can be lost.
             self._unindex(_digest(user), [key], recheck=False)
 
-    def _prune(self, now: float) -> int:
-        return sum(self._prune_batches(now, _SCAN_COUNT))
-
     def _on_lane(self, command: Callable[[Any], Any]) -> Any:
         """``command(client)`` on a single-connection client of the store's own (see __init__), else on its client."""
         lanes = self._lanes
@@ -467,19 +470,6 @@ class RedisStore(StoreBase):
         return StoreError(f"{where} refused {action}: {text}")
 
     # -- capabilities: BatchedPrune, UserIndex, Countable, IndexSized -------------------------
-
-    def prune_batches(self, batch_size: int = 1000) -> Iterator[int]:
-        """Delete expired records *batch_size* at a time, yielding how many each batch deleted.
-
-        Redis expires sessions itself, so this finds only records whose TTL
-        outlives their recorded expiry (a clock moved forward, a TTL changed
-        by hand), and the user index's entries for sessions that are gone. It
-        SCANs every key under the prefix, on every primary: run it rarely.
-        """
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        with self._errors("prune"):
-            yield from self._prune_batches(self.now(), batch_size)
 
     def _prune_batches(self, now: float, batch_size: int) -> Iterator[int]:
         self._refuse_one_node("prune")
@@ -539,7 +529,7 @@ class RedisStore(StoreBase):
             now = self.now()
             for key, fields in zip(keys, replies, strict=True):
                 if fields is _UNREADABLE:
-                    self.decode(*_CORRUPT)  # logged as a load would log it; left indexed for destroy_user
+                    self.decode(*CORRUPT)  # logged as a load would log it; left indexed for destroy_user
                     continue
                 meta = self._named(fields or {})
                 bound = meta.get(_USER)
@@ -609,14 +599,11 @@ class RedisStore(StoreBase):
             user = fields.get(_USER)
             user = user.decode() if type(user) is bytes else user
         except UnicodeDecodeError:
-            return _CORRUPT
+            return CORRUPT
         return data, fields.get(_CREATED), fields.get(_EXPIRES), user
 
     def _named(self, fields: dict[Any, Any]) -> dict[bytes, Any]:
         return {name.encode(): value for name, value in fields.items()} if self._decoding else fields
-
-    def _redis_key(self, key: str) -> str:
-        return self.prefix + key
 
     def _user_set(self, user: bytes | str) -> str:
         return self.prefix + _USER_SET + _digest(user)
@@ -723,7 +710,8 @@ def _number(value: Any, default: float) -> float:
 
 
 def _scrub(exc: BaseException) -> str:
-    return _KEYLIKE.sub("<key>", str(exc) or type(exc).__name__)
+    # Store keys (and user digests) name a session.
+    return scrub(str(exc) or type(exc).__name__)
 
 
 # -- making a client from a URL -------------------------------------------------------------

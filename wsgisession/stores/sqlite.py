@@ -16,12 +16,11 @@ from urllib.parse import unquote, urlsplit
 from .. import _json
 from ..errors import ConfigurationError, StoreError, StoreFullError, StoreTimeoutError, StoreUnavailableError
 from ._sql import SQLStore, table_name
-from .base import Update, log, positive_seconds, query_options, user_bytes
+from .base import Update, log, positive_seconds, query_options
 
 
 @contextmanager
 def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """A ``BEGIN IMMEDIATE`` transaction: committed at the end, rolled back on error."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
@@ -70,6 +69,7 @@ class SQLiteStore(SQLStore):
         table_name("SQLiteStore", table, 63)
         super().__init__(table=table, create=create, clock=clock)
         self.path = Path(path)
+        self._where = repr(str(self.path))
         if str(path) in ("", ":memory:") or str(path).startswith("file::memory:"):
             raise ConfigurationError(
                 "SQLiteStore needs a file: an in-memory database is private to one connection (use MemoryStore)"
@@ -119,9 +119,6 @@ class SQLiteStore(SQLStore):
             raise ConfigurationError(f"not a SQLite URL (want sqlite:///path/to/file.db): {url!r}")
         options = query_options(url, {"table": str, "timeout": float, "synchronous": str})
         return cls(unquote(parts.path[1:]), create=create, **options)  # type: ignore[arg-type]
-
-    def __repr__(self) -> str:
-        return f"<SQLiteStore {str(self.path)!r} table={self.table!r}>"
 
     def _failure(self, action: str, exc: BaseException) -> StoreError:
         message = f"SQLiteStore {self.path}: {action} failed: {exc}"
@@ -236,10 +233,6 @@ class SQLiteStore(SQLStore):
 
     def _execute(self, statement: str, params: Any) -> int:
         return self._connect().execute(statement, params).rowcount
-
-    def _user_param(self, user_id: str, *, lookup: bool = False) -> str:
-        user_bytes(user_id)
-        return user_id
 
     def _write(self, key: str, update: Update, now: float) -> bool:
         conn = self._connect()
