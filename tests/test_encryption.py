@@ -368,3 +368,29 @@ def test_a_rename_reseals_what_it_has_and_drops_what_it_could_not_see(caplog: py
         after.commit()
     assert set(_stored(store, store_key(new))) == {"a", "b"}, "the next save deleted the value it could not open"
     assert dict(Session(settings, new)) == {"a": 1, "b": 3}
+
+
+# -- the command line needs no session ID --------------------------------------------------
+
+
+def test_the_command_line_works_on_a_sealed_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from wsgisession import cli
+
+    path = tmp_path / "sessions.db"
+    url = f"sqlite:///{path}"
+    store = SQLiteStore(path)
+    user = "alice-" + MARKER[-4:]
+    clients = [_exercise(store) for _ in range(2)]
+    assert len(clients) == 2
+    store.close()
+    assert cli.main(["count", url]) == 0
+    assert capsys.readouterr().out.strip() == "2"
+    assert cli.main(["list", url, "--user", user]) == 0
+    listing = capsys.readouterr().out
+    assert len(listing.strip().splitlines()) == 3 and MARKER not in listing and PREFIX not in listing
+    assert cli.main(["prune", url]) == 0
+    capsys.readouterr()
+    assert cli.main(["end", url, "--user", user]) == 0
+    assert capsys.readouterr().out.strip() == f"ended 2 sessions of user {user!r}"
+    assert cli.main(["count", url]) == 0
+    assert capsys.readouterr().out.strip() == "0"
