@@ -11,7 +11,6 @@ from .memory import MemoryStore
 from .sqlite import SQLiteStore
 
 __all__ = ["MemoryStore", "Record", "SQLiteStore", "Store", "Update", "UserIndex", "from_url"]
-
 # scheme -> (module, class, the extra that installs its client library)
 _SCHEMES: dict[str, tuple[str, str, str | None]] = {
     "memory": (".memory", "MemoryStore", None),
@@ -64,7 +63,6 @@ def from_url(url: str, *, create: bool = True) -> Store:
 
 
 def _redact(url: str) -> str:
-    """The URL without a password, for error messages."""
     scheme, sep, rest = url.partition("://")
     userinfo, at, host = rest.rpartition("@")
     if at and ":" in userinfo:

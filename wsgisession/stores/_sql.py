@@ -15,7 +15,6 @@ T = TypeVar("T")
 #: Why a failed statement may run again: the table is missing (make it and go
 #: on), the connection is gone (take another), or the server rolled back.
 Retry = Literal["table", "lost", "rolled back"] | None
-
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -41,19 +40,11 @@ def first_line(text: str, fallback: str) -> str:
 class SQLStore(BatchPruneBase):
     """A store of one row per session in a SQL table; a dialect supplies statements and connections.
 
-    The row is ``key``, ``data``, ``created_at``, ``expires_at`` and ``user_id``
-    (indexed). This class writes :meth:`load`'s, :meth:`touch`'s,
-    :meth:`destroy`'s and :meth:`prune`'s primitives, the capabilities
-    (:class:`~wsgisession.stores.base.BatchedPrune`, ``UserIndex``,
-    ``Countable``, ``IndexSized``), closing and forgetting connections in a
-    forked child. A prune deletes one batch per short statement, so it never
-    holds many rows locked, and saves go on in between. A dialect sets
-    ``_sql_load``, ``_sql_touch``, ``_sql_destroy``, ``_sql_prune`` (``now``
-    and ``limit`` by name), ``_sql_sessions_of``, ``_sql_count`` and
-    ``_sql_index_size``, and writes ``_rows(statement, params)`` and
-    ``_execute(statement, params) -> rowcount``, ``_write``, ``_destroy_user``,
-    ``_release`` and ``_after_fork``; a pooled one runs its statements through
-    :meth:`_run`.
+    This class writes the primitives but ``_write``, and the capabilities. A prune deletes one
+    batch per short statement, so it never holds many rows locked and saves go on in between.
+    A dialect sets the ``_sql_*`` statements below (``_sql_prune`` takes ``now`` and ``limit``
+    by name) and writes ``_rows``, ``_execute`` (the rowcount), ``_write``, ``_destroy_user``,
+    ``_release`` and ``_after_fork``; a pooled one runs its statements through :meth:`_run`.
     """
 
     # The dialect's statements, as its driver takes them.
@@ -77,8 +68,6 @@ class SQLStore(BatchPruneBase):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._where} table={self.table!r}>"
 
-    # -- what a dialect writes ----------------------------------------------------------------
-
     def _rows(self, statement: Any, params: Any) -> Sequence[Any]:
         raise NotImplementedError
 
@@ -100,8 +89,6 @@ class SQLStore(BatchPruneBase):
     def _release(self) -> None:
         pass
 
-    # -- the primitives -----------------------------------------------------------------------
-
     def _read(self, key: str, now: float) -> tuple[object, float, float, str | None] | None:
         rows = self._rows(self._sql_load, (key,))
         return self._parts(*rows[0]) if rows else None
@@ -115,8 +102,6 @@ class SQLStore(BatchPruneBase):
     def _close(self) -> None:
         self._closed = True
         self._release()
-
-    # -- capabilities: BatchedPrune, UserIndex, Countable, IndexSized --------------------------
 
     def _prune_batches(self, now: float, batch_size: int) -> Iterator[int]:
         params = {"now": now, "limit": batch_size}
@@ -158,8 +143,6 @@ class SQLStore(BatchPruneBase):
             rows = self._rows(statement, params)
         return int(rows[0][0]) if rows else 0
 
-    # -- running a statement on a pooled connection ---------------------------------------------
-
     def _checkout(self) -> tuple[Any, Any]:
         """A connection, and a token that :meth:`_retry` and :meth:`_checkin` are given back with it."""
         raise NotImplementedError
@@ -176,17 +159,13 @@ class SQLStore(BatchPruneBase):
         """Why *op* may run again after *exc* on *conn*, or ``None``: it may not."""
         raise NotImplementedError
 
-    # Retried: an operation whose table was dropped since we made sure of it
-    # (made again, with create=True), whose connection was lost (a restart, a
-    # kill, a dropped socket) or whose transaction the server rolled back (a
-    # deadlock, a serialization failure); nothing else (a timeout, a
-    # constraint, a full disk would only fail again). A rollback wrote nothing.
-    # A lost connection may have lost just the reply to a commit: every
-    # operation may run twice (a merge, upsert, touch or delete twice leaves
-    # what once does; a create makes a session no other request knows yet; a
-    # rename or destroy_user says how a replay ends, told by op's second
-    # argument). Only what it reports can differ: rows a first attempt deleted
-    # are not counted again (prune, destroy_user).
+    # Retried: an operation whose table was dropped since we made sure of it (made again, with create=True),
+    # whose connection was lost (a restart, a kill, a dropped socket) or whose transaction the server rolled
+    # back (a deadlock, a serialization failure: it wrote nothing); nothing else (a timeout, a constraint, a
+    # full disk would only fail again). A lost connection may have lost just the reply to a commit, so every
+    # operation may run twice: a merge, upsert, touch or delete twice leaves what once does; a create makes a
+    # session no other request knows yet; a rename or destroy_user, told by op's second argument, says how a
+    # replay ends. Only what it reports can differ: rows a first attempt deleted are not counted again.
     def _run(self, op: Callable[[Any, bool], T]) -> T:
         """Run ``op(connection, replayed)`` on a connection; run it again when :meth:`_retry` allows."""
         conn, token = self._checkout()
@@ -200,7 +179,7 @@ class SQLStore(BatchPruneBase):
                     if why is None or attempt >= self._retries or (why == "table" and not self.create):
                         raise
                 attempt += 1
-                if why == "table":  # dropped since we made sure of it, or not made yet: make it
+                if why == "table":  # make it
                     self._schema_ready = False
                 elif why == "lost":
                     log.warning("%r: lost a connection; retrying on another", self)

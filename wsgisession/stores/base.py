@@ -2,15 +2,13 @@
 
 A store is keyed by an opaque *key*: a hash of the session ID, never the ID
 itself (see :func:`wsgisession.ids.store_key`). It holds, per key, a record of
-JSON data plus its creation and expiry times, and nothing else.
-
-The rules every store follows, and :class:`wsgisession.testing.StoreContract`
-checks:
+JSON data plus its creation and expiry times, and nothing else. The rules every
+store follows, and :class:`wsgisession.testing.StoreContract` checks:
 
 * :meth:`Store.load` returns ``None`` for a key that is missing, expired or
   whose record cannot be read back as JSON (logged as a security event).
-  It raises :class:`~wsgisession.errors.StoreError` only when the store itself
-  fails (server down, disk unreadable).
+  It raises :class:`~wsgisession.errors.StoreError` only when the store
+  itself fails (server down, disk unreadable).
 * :meth:`Store.save` applies an :class:`Update` atomically: the keys it sets
   and deletes, nothing more, to the record as it is *now* in the store, so
   two requests that change different keys both land. An update that does not
@@ -21,12 +19,13 @@ checks:
   update applied, and the old key is gone. If the old record was destroyed or
   has expired, nothing is written and ``save`` returns ``False``: a session
   logged out meanwhile is not brought back under a new ID either.
-* A failed write raises ``StoreError`` and leaves the previous record intact:
-  never half-written.
+* A failed write raises ``StoreError`` and leaves the previous record intact.
 * Data is stored as JSON text. No store ever pickles.
 * A key that is not 64 lowercase hex digits (see :func:`valid_key`) is
   absent to ``load``, ``touch`` and ``destroy``; ``save`` refuses it with
   ``ValueError``. Hostile input never reaches a path, a query or a command.
+* Connections are opened on first use, and a forked process opens its own:
+  a server that forks after creating the store shares none between workers.
 """
 
 from __future__ import annotations
@@ -75,14 +74,10 @@ class Update:
     ``user_id``, when set, binds the record to that user (see
     :class:`UserIndex`); ``None`` leaves the binding as it is.
 
-    ``replaces``, when set, is the key of a live record this update moves to
-    the new key (a rename, for :meth:`Session.regenerate`): the store applies
-    ``set`` and ``delete`` to that record's data as it is now, writes the
-    result under the new key with the old record's ``created_at`` and user
-    binding (unless ``user_id`` rebinds it) and the new ``expires_at``, and
-    deletes the old record, all in one atomic step. If the old record is gone
-    (destroyed or expired) nothing is written and ``save`` returns ``False``.
-    ``created_at`` is ignored when ``replaces`` is set.
+    ``replaces``, when set, is the key of a live record this update renames
+    (the module's rules; ``created_at`` is then ignored): the new record holds its data
+    as it is now with ``set`` and ``delete`` applied, its ``created_at`` and
+    user binding (unless ``user_id`` rebinds it), and the new ``expires_at``.
     """
 
     set: Mapping[str, Any] = field(default_factory=dict)
@@ -127,9 +122,6 @@ class Store(Protocol):
     def close(self) -> None:
         """Release connections and files. The store may not be used afterwards."""
         ...
-
-
-# -- optional capabilities: declared protocols, checked with isinstance -------------------
 
 
 @runtime_checkable
@@ -184,9 +176,6 @@ class ProcessLocal(Protocol):
     process_local: Literal[True]
 
 
-# -- the shared base ------------------------------------------------------------------------
-
-
 class StoreBase:
     """The public :class:`Store` methods, written once; a backend writes the primitives.
 
@@ -209,7 +198,8 @@ class StoreBase:
       before every primitive, inside the error mapping. A store refused once
       closed sets ``_ready = StoreBase._refuse_closed`` and ``_closed`` in ``_close()``.
     * optionally ``_after_fork()``: run in a forked child before any thread of
-      its own, to drop what belongs to the parent (connections, held locks).
+      its own, to forget what belongs to the parent (connections, held locks)
+      without closing it, which would end the parent's server sessions or locks.
 
     :param clock: the time in epoch seconds; by default :func:`wsgisession._clock.now`
         (read at each call, so a test may move it).
@@ -229,7 +219,7 @@ class StoreBase:
         return self._clock() if self._clock is not None else _clock.now()
 
     def _failure(self, action: str, exc: BaseException) -> StoreError:
-        """The :class:`StoreError` for a driver exception raised by *action*: say which store and what failed."""
+        """The :class:`StoreError` for *exc*, raised by *action*: which store, what failed; never a key or password."""
         return StoreError(f"{self!r}: {action} failed: {type(exc).__name__}: {scrub(str(exc))}")
 
     def _ready(self) -> None:
@@ -275,15 +265,12 @@ class StoreBase:
             return None
         return Record(values, created_at, expires_at, user_id)
 
-    # -- the Store protocol ---------------------------------------------------------------
-
     def load(self, key: str) -> Record | None:
         """Return the live record for *key*, or ``None`` if missing, expired or unreadable."""
         if not valid_key(key):
             return None
         now = self.now()
-        # try/except, not the _errors() context manager, on the per-request
-        # path: a generator-based context manager costs more than the read.
+        # Not _errors() on the per-request path: its generator costs more than the read.
         try:
             self._ready()
             found = self._read(key, now)
@@ -341,8 +328,6 @@ class StoreBase:
     def close(self) -> None:
         """Release connections and files. The store may not be used afterwards."""
         self._close()
-
-    # -- what a backend writes ----------------------------------------------------------------
 
     def _read(self, key: str, now: float) -> tuple[object, float, float, str | None] | None:
         raise NotImplementedError

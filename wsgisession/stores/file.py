@@ -56,8 +56,7 @@ _STALE_TMP_AGE = 3600.0
 #: The mtime hint is clamped to what every filesystem stores; a hint below the
 #: expiry only costs a read, one above it would hide a dead record from prune().
 _MTIME_MAX = float(2**31 - 1)
-#: A binding save retries this often when destroy_user() or prune() removes the
-#: empty user directory between its mkdir and its marker.
+#: Attempts of a binding save, when destroy_user() or prune() removes the empty user directory before its marker.
 _MARKER_ATTEMPTS = 5
 _POLL_FIRST, _POLL_MAX = 0.001, 0.05
 _READ_CHUNK = 64 * 1024
@@ -65,7 +64,6 @@ _OPEN_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW
 _LOCK_FLAGS = os.O_RDONLY | os.O_CREAT | _OPEN_FLAGS
 _FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _UNAVAILABLE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS})
-
 _Parts = tuple[object, float, float, str | None]
 
 
@@ -157,8 +155,6 @@ class FileStore(BatchPruneBase):
         kind = StoreFullError if code in _FULL else StoreUnavailableError if code in _UNAVAILABLE else StoreError
         return kind(f"{where}: {_describe(exc)}")
 
-    # -- the primitives -------------------------------------------------------------------
-
     def _read(self, key: str, now: float = 0.0) -> _Parts | None:
         """The parts of *key*'s record whatever its expiry, ``None`` if there is none, or CORRUPT."""
         try:
@@ -170,8 +166,7 @@ class FileStore(BatchPruneBase):
                 return CORRUPT
             raise
         try:
-            # Plain os.read, cheaper than a file object. A short read of a
-            # regular file is its end.
+            # os.read, cheaper than a file object; a short read of a regular file is its end.
             chunks = [os.read(fd, _READ_CHUNK)]
             while len(chunks[-1]) == _READ_CHUNK:
                 chunks.append(os.read(fd, _READ_CHUNK))
@@ -207,9 +202,8 @@ class FileStore(BatchPruneBase):
                 self._add_marker(user_id, key)
             self._store(key, Record(update.apply(data), created_at, update.expires_at, user_id))
             if source != key and old is not None:
-                # The new record is durable before the old one goes: a crash in
-                # between leaves both, each with its marker, the old one under
-                # the ID the client still has, the new one an orphan.
+                # The new record is durable before the old goes: a crash in between leaves
+                # both, with their markers: the old under the client's ID, the new an orphan.
                 if self._unlink(source):
                     self._sync_dir()
                 self._unbind(source, old)
@@ -236,8 +230,6 @@ class FileStore(BatchPruneBase):
     def _after_fork(self) -> None:
         # A fork while another thread held a stripe's lock would leave the child's copy locked forever.
         self._thread_locks = _stripe_locks()
-
-    # -- capabilities: BatchedPrune, UserIndex, Countable, IndexSized ---------------------------
 
     def _prune_batches(self, now: float, batch_size: int) -> Iterator[int]:
         removed = 0
@@ -324,8 +316,6 @@ class FileStore(BatchPruneBase):
         with self._errors("index_size"):
             return sum(len(self._index_names(digest)) for digest in self._index_names())
 
-    # -- files ------------------------------------------------------------------------------
-
     def _open_directory(self, create: bool) -> None:
         try:
             if create and _mkdir(self._dir):
@@ -341,8 +331,7 @@ class FileStore(BatchPruneBase):
         if not stat.S_ISDIR(mode):
             raise ConfigurationError(f"FileStore path {self._dir} exists and is not a directory")
         try:
-            # Prove that a record can be written now rather than at the first
-            # request: the directory may predate a change of permissions.
+            # Prove now, not at the first request, that a record can be written: permissions change.
             os.makedirs(self._lock_dir, 0o700, exist_ok=True)
             fd, tmp = self._create_tmp()
             os.close(fd)
@@ -390,10 +379,9 @@ class FileStore(BatchPruneBase):
         return True
 
     def _remove(self, path: str, what: str, directory: bool = False) -> None:
-        # What is left behind is harmless (a listing or prune removes it), so
-        # failing here must not fail a save or destroy that succeeded. Only an
-        # empty directory goes: a save that has just made a marker in it makes
-        # rmdir fail, and one about to finds it gone and makes it again.
+        # A leftover is harmless (a listing or prune removes it): it must not fail a save or destroy that
+        # succeeded. rmdir takes only an empty directory: a save that just made a marker in it makes rmdir
+        # fail; one about to finds it gone and makes it again.
         try:
             os.rmdir(path) if directory else os.unlink(path)
         except OSError as exc:
@@ -411,18 +399,13 @@ class FileStore(BatchPruneBase):
         finally:
             os.close(fd)
 
-    # -- locks ------------------------------------------------------------------------------
-
     @contextmanager
     def _locked(self, *keys: str) -> Iterator[None]:
-        # 256 lock files striped by the key's first byte, rather than one per
-        # session that would have to be deleted with it, racily (a waiter that
-        # opened it before the unlink locks an orphan). The record cannot be
-        # locked: os.replace swaps its inode. Stripes go in ascending order, so
-        # that two renames never wait for each other in a cycle, and a stripe
-        # that both keys share is taken once: its thread lock is not re-entrant.
-        # The thread lock lets threads wait without polling, and keeps them
-        # apart where flock() is per process (NFS, some FUSE filesystems).
+        # 256 lock files striped by the key's first byte, not one per session to delete with it, racily (a
+        # waiter that opened it before the unlink locks an orphan); the record cannot be locked, os.replace
+        # swaps its inode. Stripes go in ascending order, so two renames never wait for each other in a cycle,
+        # and a stripe both keys share is taken once (its thread lock is not re-entrant). The thread lock lets
+        # threads wait without polling, and keeps them apart where flock() is per process (NFS, FUSE).
         deadline = time.monotonic() + self._lock_timeout
         with ExitStack() as held:
             for stripe in sorted({int(key[:2], 16) for key in keys}):
@@ -430,10 +413,9 @@ class FileStore(BatchPruneBase):
                 if not thread_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
                     raise _LockTimeout
                 held.callback(thread_lock.release)
-                # A fresh descriptor each time: flock() belongs to the open file
-                # description, so a shared one would exclude no one. It has no
-                # timeout, and a blocking call cannot be interrupted from a
-                # thread: poll, backing off. A dead process's lock is dropped.
+                # A fresh descriptor each time: flock() belongs to the open file description, so
+                # a shared one would exclude no one. It has no timeout, and a blocking call cannot
+                # be interrupted from a thread: poll, backing off. A dead process's lock is dropped.
                 fd = os.open(os.path.join(self._lock_dir, f"{stripe:02x}.lock"), _LOCK_FLAGS, 0o600)
                 held.callback(_unlock_and_close, fd)
                 delay = _POLL_FIRST
@@ -445,12 +427,9 @@ class FileStore(BatchPruneBase):
                     delay = min(delay * 2, _POLL_MAX)
             yield
 
-    # -- the user index ---------------------------------------------------------------------
-
     def _marked(self, digest: str) -> Iterator[str]:
-        # Listed again until a listing adds no key. A rename makes the new key's
-        # marker before it deletes the old record, so a record renamed away as
-        # it was read has its new key in the next listing: none is missed.
+        # Listed until a listing adds no key: a rename marks the new key before it deletes the
+        # old record, so one renamed away as it was read is in the next listing.
         seen: set[str] = set()
         while fresh := [key for key in self._index_names(digest) if key not in seen]:
             seen.update(fresh)
@@ -473,8 +452,7 @@ class FileStore(BatchPruneBase):
                 os.close(os.open(os.path.join(user_dir, key), os.O_WRONLY | os.O_CREAT | _OPEN_FLAGS, 0o600))
             except FileNotFoundError:
                 continue  # a destroy_user() or prune() removed the empty directory meanwhile
-            # On disk before the record that needs it, with any directory made
-            # for it (whose entry is in its parent).
+            # Durable before the record that needs it, with any directory made for it (in its parent).
             for path in (user_dir, *map(os.path.dirname, made)):
                 self._sync_dir(path)
             return

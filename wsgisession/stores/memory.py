@@ -12,8 +12,7 @@ from typing import Literal, NamedTuple
 from .. import _json
 from .base import Record, StoreBase, Update
 
-#: Each write removes up to this many expired records, so memory stays bounded
-#: by the live set even when nobody calls prune(), without a full scan.
+#: Expired records each write removes (no full scan), so memory stays bounded without prune().
 _SWEEP_PER_WRITE = 4
 
 
@@ -42,9 +41,8 @@ class MemoryStore(StoreBase):
         super().__init__(clock=clock)
         self._records: dict[str, _Entry] = {}
         self._users: dict[str, set[str]] = {}
-        # (expiry, key) for every write: the earliest expiries come off first.
-        # An entry is stale when its key was written again later; stale entries
-        # are skipped when popped, and the heap is rebuilt when they pile up.
+        # (expiry, key) for every write, earliest first. One whose key was written again later is
+        # stale: skipped when popped; the heap is rebuilt when they pile up.
         self._expiries: list[tuple[float, str]] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -66,8 +64,6 @@ class MemoryStore(StoreBase):
     def _live(self, key: str, now: float) -> _Entry | None:
         entry = self._records.get(key)
         return entry if entry is not None and entry.expires_at > now else None
-
-    # -- the primitives -----------------------------------------------------------------
 
     def _read(self, key: str, now: float) -> tuple[object, float, float, str | None] | None:
         self._check_process()
@@ -127,8 +123,6 @@ class MemoryStore(StoreBase):
             self._users.clear()
             self._expiries.clear()
 
-    # -- bookkeeping, under the lock --------------------------------------------------------
-
     def _remove_locked(self, key: str, now: float) -> bool:
         """Remove *key* and its index entry; return whether it was live."""
         entry = self._records.pop(key, None)
@@ -164,8 +158,6 @@ class MemoryStore(StoreBase):
                 self._remove_locked(key, now)
                 removed += 1
         return removed
-
-    # -- capabilities: UserIndex, Countable, IndexSized -----------------------------------------
 
     def sessions_of(self, user_id: str) -> list[tuple[str, Record]]:
         """The live records bound to *user_id*, oldest first."""

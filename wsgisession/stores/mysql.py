@@ -19,13 +19,11 @@ from ._sql import Retry, SQLStore, first_line, table_name
 from .base import Update, positive_seconds, query_options, user_bytes
 
 T = TypeVar("T")
-
 _SCHEMES = ("mysql", "mariadb")
 #: The user_id column's width: InnoDB indexes at most 3072 bytes of a column.
 MAX_USER_BYTES = 3072
 #: Idle connections kept for reuse; a burst beyond this closes its extras when done.
 _MAX_IDLE = 16
-
 # Error codes PyMySQL has no name for.
 _ER_CONNECTION_KILLED = 1927  # MariaDB: KILL of this connection
 _ER_CLIENT_INTERACTION_TIMEOUT = 4031  # MySQL 8: wait_timeout ended an idle connection
@@ -62,7 +60,6 @@ def _timed_out(exc: BaseException) -> bool:
 
 
 def _lost(exc: BaseException) -> bool:
-    """Whether *exc* means this connection is dead (and another one might work)."""
     if isinstance(exc, pymysql.err.InterfaceError):
         return True  # PyMySQL's "(0, '')": the connection was already closed
     return _code(exc) in _LOST and not _timed_out(exc)
@@ -85,20 +82,14 @@ class MySQLStore(SQLStore):
     text inside the object so that they come back exactly as they went in,
     whatever the server's JSON type does to numbers.
 
-    Every save is one statement, so nothing is ever half-written: an update is
-    an ``UPDATE ... JSON_MERGE_PATCH(data, changes) ... WHERE key = ? AND
-    expires_at > now`` (concurrent requests changing different keys both
-    land; a destroyed or expired session is never brought back); a new
-    session is an ``INSERT ... ON DUPLICATE KEY UPDATE`` that merges into a
-    live row and replaces an expired one; a rename (``Update.replaces``)
-    changes the live row's key in place.
+    Every save is one statement: an update is an ``UPDATE ... JSON_MERGE_PATCH(data,
+    changes) ... WHERE key = ? AND expires_at > now``; a new session an ``INSERT ... ON
+    DUPLICATE KEY UPDATE`` that merges into a live row and replaces an expired one; a
+    rename (``Update.replaces``) changes the live row's key in place.
 
-    Connections are opened on first use, never before, so a preforking server
-    that creates the store before forking shares none; a forked process opens
-    its own. Each operation takes an idle connection (or opens one) and gives
-    it back afterwards. The connect, read and write timeouts are finite, and
-    InnoDB's lock wait is bounded per connection, so a stuck server or a
-    held row lock is a :class:`~wsgisession.errors.StoreError`, never a hang.
+    Each operation takes an idle connection (or opens one) and gives it back. Every timeout
+    is finite, InnoDB's lock wait included, so a stuck server or a held row lock is a
+    :class:`~wsgisession.errors.StoreError`, never a hang.
 
     :param host: the server's host name or address.
     :param port: its TCP port.
@@ -157,15 +148,13 @@ class MySQLStore(SQLStore):
         self.read_timeout = positive_seconds(read_timeout, "MySQLStore: read_timeout")
         self.write_timeout = positive_seconds(write_timeout, "MySQLStore: write_timeout")
         if self.read_timeout <= lock_wait_timeout:
-            # A reply given up on while the server still waits for the lock
-            # would leave the statement running on a connection we drop.
+            # A reply given up on while the server waits for the lock leaves the statement running.
             raise ConfigurationError("MySQLStore: read_timeout must be longer than lock_wait_timeout")
         self.lock_wait_timeout = lock_wait_timeout
         self._params: dict[str, Any] = dict(
             host=host, port=port, user=user, password=password, database=database, unix_socket=unix_socket,
             charset="utf8mb4", autocommit=True, program_name="wsgisession",
-            # A row count that says which rows matched, not which changed: a
-            # save that sets a value to what it already was still "landed".
+            # Count the rows matched, not changed: a save of a value it already had still "landed".
             client_flag=CLIENT.FOUND_ROWS,
             connect_timeout=self.connect_timeout, read_timeout=self.read_timeout, write_timeout=self.write_timeout,
             init_command=f"SET SESSION innodb_lock_wait_timeout = {int(lock_wait_timeout)}",
@@ -175,13 +164,10 @@ class MySQLStore(SQLStore):
         self._where = f"{unix_socket or f'{host}:{port}'}/{database}"
         self._idle: list[Connection[Cursor]] = []
         self._lock = threading.Lock()
-
         t = f"`{self.table}`"
         self._sql_load = f"SELECT data, created_at, expires_at, user_id FROM {t} WHERE `key` = %s"
-        # NULL for the user (the update binds no one) keeps the row's binding.
-        # A JSON merge patch sets each name to its new JSON text and removes
-        # the names whose patch value is null: the changes of one request,
-        # applied to the row as it is now.
+        # A JSON merge patch sets each name to its new JSON text and removes those patched with
+        # null: one request's changes, applied to the row as it is now. A NULL user keeps the binding.
         self._sql_update = (
             f"UPDATE {t} SET data = JSON_MERGE_PATCH(data, %s), expires_at = %s, user_id = COALESCE(%s, user_id) "
             "WHERE `key` = %s AND expires_at > %s"
@@ -189,9 +175,8 @@ class MySQLStore(SQLStore):
         self._sql_update_no_data = (
             f"UPDATE {t} SET expires_at = %s, user_id = COALESCE(%s, user_id) WHERE `key` = %s AND expires_at > %s"
         )
-        # Onto a live row, merge; onto an expired one, start afresh as if it
-        # had been pruned first. Assignments run left to right, each seeing
-        # the ones before it: expires_at, which the others test, goes last.
+        # Onto a live row, merge; onto an expired one, start afresh as if pruned first. Assignments
+        # run left to right, each seeing the ones before: expires_at, which the others test, goes last.
         self._sql_create = (
             f"INSERT INTO {t} (`key`, data, created_at, expires_at, user_id) "
             "VALUES (%(key)s, %(fresh)s, %(created)s, %(expires)s, %(user)s) ON DUPLICATE KEY UPDATE "
@@ -200,13 +185,10 @@ class MySQLStore(SQLStore):
             "user_id = IF(expires_at > %(now)s, COALESCE(VALUES(user_id), user_id), VALUES(user_id)), "
             "expires_at = VALUES(expires_at)"
         )
-        # A rename changes the row's key in place, in one statement: the row
-        # stays locked by it until it commits, so a destroy (which locks the
-        # row) or a destroy_user (which locks the user's rows and the gaps
-        # between them) either runs first, leaving nothing live to move, or
-        # waits and then finds the row under its new key. Where a rename and
-        # a destroy_user lock in opposite orders, InnoDB breaks the deadlock
-        # and _run() replays the loser.
+        # A rename changes the row's key in place, in one statement that locks the row until it commits, so a
+        # destroy (which locks the row) or a destroy_user (which locks the user's rows and the gaps between
+        # them) runs first, leaving nothing live to move, or waits and finds the row under its new key. A rename
+        # and a destroy_user locking in opposite orders deadlock: InnoDB breaks it and _run() replays the loser.
         self._sql_rename = (
             f"UPDATE {t} SET `key` = %s, data = JSON_MERGE_PATCH(data, %s), expires_at = %s, "
             "user_id = COALESCE(%s, user_id) WHERE `key` = %s AND expires_at > %s"
@@ -220,10 +202,8 @@ class MySQLStore(SQLStore):
             f"SELECT `key`, data, created_at, expires_at, user_id FROM {t} "
             "WHERE user_id = %s AND expires_at > %s ORDER BY created_at, `key`"
         )
-        # In a REPEATABLE READ transaction this locks every row of the user
-        # and the gaps between them (next-key locks), so no rename can slip a
-        # row in under the user, behind the scan, before the DELETE. (MySQL
-        # has no DELETE ... RETURNING to count them in one statement.)
+        # In a REPEATABLE READ transaction this locks the user's rows and the gaps between them (next-key
+        # locks): no rename slips a row in behind the scan before the DELETE (there is no DELETE ... RETURNING).
         self._sql_lock_user = f"SELECT expires_at FROM {t} WHERE user_id = %s FOR UPDATE"
         self._sql_destroy_user = f"DELETE FROM {t} WHERE user_id = %s"
         self._sql_prune = f"DELETE FROM {t} WHERE expires_at <= %(now)s ORDER BY expires_at LIMIT %(limit)s"
@@ -275,8 +255,6 @@ class MySQLStore(SQLStore):
             **options,  # type: ignore[arg-type]
         )
 
-    # -- the primitives ---------------------------------------------------------------
-
     def _rows(self, statement: str, params: Any) -> Sequence[Any]:
         return self._run(lambda cur, replayed: (cur.execute(statement, params), cur.fetchall())[1])
 
@@ -293,8 +271,7 @@ class MySQLStore(SQLStore):
         if isinstance(user, bytes):
             with contextlib.suppress(UnicodeDecodeError):  # left as bytes, decode() finds the record corrupt
                 user = user.decode("utf-8")
-        # Anything but an object of texts goes to decode() as it is, which
-        # finds it corrupt (and logs it) as it would any other store's.
+        # Anything else goes to decode() as it is, which finds it corrupt (and logs it).
         return (outer if type(outer) is dict else text), created_at, expires_at, user
 
     def _write(self, key: str, update: Update, now: float) -> bool:
@@ -308,8 +285,7 @@ class MySQLStore(SQLStore):
             def op(cur: Cursor, retrying: bool) -> bool:
                 if cur.execute(self._sql_rename, rename) == 1:
                     return True
-                # Replayed after the reply was lost, the rename may have landed
-                # already: then its new key (a fresh ID nobody else writes) is live.
+                # A replay after a lost reply may find it landed: its new key (a fresh ID no one else writes) is live.
                 return retrying and cur.execute(self._sql_live, (key, now)) == 1
 
             return self._run(op)
@@ -338,10 +314,8 @@ class MySQLStore(SQLStore):
 
     def _destroy_user(self, user: bytes, now: float) -> int:
         def op(cur: Cursor, retrying: bool) -> int:
-            # Replayed after a lost connection, the transaction either never
-            # committed (and runs again) or did, and then finds no row left:
-            # the user's sessions are gone either way, though the count of a
-            # replay that follows a lost COMMIT reply is 0.
+            # A replay after a lost connection finds the transaction never committed (it runs again) or done
+            # (no row left): the sessions are gone either way, though a replay after a lost COMMIT counts 0.
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             cur.execute("START TRANSACTION")
             try:
@@ -358,8 +332,6 @@ class MySQLStore(SQLStore):
 
         return self._run(op)
 
-    # -- connections ----------------------------------------------------------------------
-
     def _user_param(self, user_id: str, *, lookup: bool = False) -> bytes | None:
         """*user_id* as the column holds it; one too long for it is refused, or for a lookup matches nothing."""
         raw = user_bytes(user_id)
@@ -373,9 +345,8 @@ class MySQLStore(SQLStore):
         conn: Connection[Cursor] = pymysql.connect(**self._params)
         try:
             with conn.cursor() as cur:
-                # Locking reads then lock the rows they find, not the gaps
-                # around them: two renames of one row cannot deadlock on the
-                # gap its new key goes into. destroy_user asks for the gaps.
+                # Locking reads lock the rows they find, not the gaps: two renames of one row cannot
+                # deadlock on the gap its new key goes into. destroy_user asks for the gaps.
                 cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         except BaseException:
             _quit(conn)
@@ -398,7 +369,6 @@ class MySQLStore(SQLStore):
         _quit(conn)
 
     def _after_fork(self) -> None:
-        """In a forked child: drop the parent's connections unused and unclosed (closing would end its sessions)."""
         self._lock = threading.Lock()  # a parent thread may have held it at fork time
         self._idle = []
 
@@ -410,10 +380,8 @@ class MySQLStore(SQLStore):
             return op(cur, replayed)
 
     def _retry(self, exc: BaseException, conn: Connection[Cursor], fresh: bool) -> Retry:
-        # Only a connection taken from the idle list is replaced: one just
-        # opened that fails is a server that is down, and a read that timed
-        # out may still be running on the server. A deadlock victim's
-        # transaction was rolled back whole, so nothing of it is repeated.
+        # Only a connection from the idle list is replaced: one just opened that fails is a server down, and a
+        # read that timed out may still run on the server. A deadlock victim was rolled back whole: replays repeat none.
         code, lost = _code(exc), _lost(exc)
         if lost or _timed_out(exc):
             _quit(conn)
@@ -423,10 +391,7 @@ class MySQLStore(SQLStore):
             return None if fresh else "lost"
         return "rolled back" if code == ER.LOCK_DEADLOCK else None
 
-    # -- errors ---------------------------------------------------------------------------
-
     def _failure(self, action: str, exc: BaseException) -> StoreError:
-        """A StoreError naming the server and what failed, never a password or a session key."""
         code, reason, where = _code(exc), _message(exc), self._where
         if code in _TIMEOUTS or _timed_out(exc):
             return StoreTimeoutError(

@@ -26,7 +26,6 @@ from .base import Update, log, positive_seconds, query_options
 T = TypeVar("T")
 Pool = ConnectionPool[Any]
 Conn = psycopg.Connection[Any]
-
 # A URL's query options that are ours; every other one is libpq's.
 _OPTIONS: dict[str, Callable[[str], object]] = {
     "table": str,
@@ -34,8 +33,7 @@ _OPTIONS: dict[str, Callable[[str], object]] = {
     "pool_max": int,
     "statement_timeout_ms": int,
 }
-# SQLSTATEs of a connection lost (class 08) or a backend shut down (57P), and
-# of a transaction the server rolled back: serialization failure, deadlock.
+# SQLSTATEs: a connection lost (class 08), a backend shut down (57P); rolled back: serialization failure, deadlock.
 _LOST, _ROLLED_BACK = ("08", "57P"), ("40001", "40P01")
 
 
@@ -48,9 +46,7 @@ class PostgresStore(SQLStore):
     integer), ``created_at``, ``expires_at`` and ``user_id`` (indexed). As
     ``text`` cannot hold NUL, names and user IDs double a backslash and write
     NUL ``\\0``. Every operation is one statement: a save merges the changed
-    keys into the row as it is now (``data - deleted || set``), so concurrent
-    requests changing different keys both land, and it never recreates a
-    destroyed or expired row.
+    keys into the row as it is now (``data - deleted || set``).
 
     :param conninfo_or_pool: a ``postgresql://`` URL or libpq ``key=value``
         string, or a :class:`psycopg_pool.ConnectionPool` of yours, which
@@ -63,10 +59,8 @@ class PostgresStore(SQLStore):
         or from a busy pool) before a :class:`~wsgisession.errors.StoreError`.
     :param statement_timeout_ms: how long one statement may run (or wait for a
         locked row) before a :class:`~wsgisession.errors.StoreTimeoutError`; 0 sets none.
-    :param pool_min, pool_max: the size of the pool the store makes (1 and 10).
-
-    The pool is opened on first use, so a preforking server that creates the
-    store before forking never shares a connection between processes.
+    :param pool_min: the fewest connections the pool the store makes keeps open (1).
+    :param pool_max: the most connections that pool opens (10).
     """
 
     failures = (psycopg.Error,)
@@ -83,8 +77,7 @@ class PostgresStore(SQLStore):
         pool_max: int | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        # 50 leaves room for the "_expires_at_idx" and "_user_id_idx" index
-        # names within PostgreSQL's 63-byte identifiers.
+        # 50 leaves room for the "_expires_at_idx" and "_user_id_idx" index names within 63 bytes.
         parts = table_name("PostgresStore", table, 50, qualified=True)
         super().__init__(table=table, create=create, clock=clock)
         if not (type(statement_timeout_ms) is int and statement_timeout_ms >= 0):
@@ -113,14 +106,12 @@ class PostgresStore(SQLStore):
                 f"not {type(conninfo_or_pool).__name__}"
             )
         self._owns_pool = self._pool is None
-        # Once more than the pool holds connections: a restart kills each of
-        # them once, and the pool check may run before the server has ended
-        # them all (a backend exits a moment after pg_terminate_backend
-        # returns), so a request may meet every dead one before a new one.
+        # Once more than the pool holds connections: a restart kills each of them once, and the
+        # pool check may run before the server has ended them all (a backend exits a moment after
+        # pg_terminate_backend returns), so a request may meet every dead one before a new one.
         self._retries = high if self._pool is None else self._pool.max_size
         self._lock, self._check_lock, self._checks = threading.Lock(), threading.Lock(), 0
-        # Pools inherited through fork(): never closed here (that would end the
-        # parent's sessions on the server), only kept from the garbage collector.
+        # Pools inherited through fork(): never closed (see StoreBase), only kept from the garbage collector.
         self._orphans: list[Pool] = []
         digest = hashlib.sha256(f"wsgisession table {'.'.join(parts)}".encode()).digest()
         self._lock_id = int.from_bytes(digest[:8], "big", signed=True)
@@ -137,8 +128,7 @@ class PostgresStore(SQLStore):
             "UPDATE {t} SET data = (data - %(delete)s::text[]) || %(set)s::jsonb, expires_at = %(expires)s, "
             "user_id = COALESCE(%(user)s::text, user_id) WHERE key = %(key)s AND expires_at > %(now)s"
         )
-        # On conflict with a live row, merge into it; with an expired one,
-        # replace it wholesale, exactly as if it had been pruned first.
+        # On conflict with a live row, merge into it; replace an expired one, as if pruned first.
         self._sql_create = q(
             "INSERT INTO {t} AS s (key, data, created_at, expires_at, user_id) "
             "VALUES (%(key)s, %(set)s::jsonb, %(created)s, %(expires)s, %(user)s::text) "
@@ -148,18 +138,13 @@ class PostgresStore(SQLStore):
             "user_id = CASE WHEN s.expires_at > %(now)s THEN COALESCE(EXCLUDED.user_id, s.user_id) "
             "ELSE EXCLUDED.user_id END, expires_at = EXCLUDED.expires_at"
         )
-        # A rename (Update.replaces) moves the row by changing its key, rather
-        # than deleting it and inserting another: a destroy or destroy_user
-        # blocked on the row's lock then re-checks its WHERE on the moved row
-        # (READ COMMITTED follows an updated row to its new version), so one
-        # that comes after the rename deletes the new row, one that came first
-        # leaves nothing to move, and a second rename of the same row finds it
-        # gone. An INSERT would be invisible to a destroy_user whose snapshot
-        # predates it, and the renamed session would outlive that logout.
-        # The second branch sees the table as it was before the move: it finds
-        # the new key live only when this very rename already landed and
-        # _run() retries it after losing the connection, so the retry reports
-        # what happened. (A new key is a fresh random ID: nothing else is there.)
+        # A rename (Update.replaces) changes the row's key rather than deleting it and inserting another: a
+        # destroy or destroy_user blocked on the row's lock then re-checks its WHERE on the moved row (READ
+        # COMMITTED follows an updated row), so one after the rename deletes the new row, one before leaves
+        # nothing to move, and a second rename finds it gone. An INSERT would be invisible to a destroy_user
+        # whose snapshot predates it: the renamed session would outlive that logout. The second branch sees the
+        # table before the move: the new key (a fresh random ID) is live there only when _run() replays a rename
+        # that landed, and the replay then reports it.
         self._sql_rename = q(
             "WITH moved AS (UPDATE {t} SET key = %(key)s, "
             "data = (data - %(delete)s::text[]) || %(set)s::jsonb, expires_at = %(expires)s, "
@@ -178,8 +163,7 @@ class PostgresStore(SQLStore):
         )
         self._sql_count = q("SELECT count(*) FROM {t} WHERE expires_at > %s")
         self._sql_index_size = q("SELECT count(*) FROM {t} WHERE user_id IS NOT NULL")
-        # ARRAY(...) runs the locking subquery exactly once; SKIP LOCKED lets
-        # several processes prune at once, each taking rows the others did not.
+        # ARRAY(...) runs the locking subquery once; SKIP LOCKED lets several processes prune at once.
         self._sql_prune = q(
             "DELETE FROM {t} WHERE key = ANY(ARRAY(SELECT key FROM {t} WHERE expires_at <= %(now)s "
             "LIMIT %(limit)s FOR UPDATE SKIP LOCKED)) AND expires_at <= %(now)s"
@@ -215,8 +199,6 @@ class PostgresStore(SQLStore):
         options: dict[str, Any] = query_options("?" + urlencode([p for p in pairs if p[0] in _OPTIONS]), _OPTIONS)
         libpq = urlencode([p for p in pairs if p[0] not in _OPTIONS])
         return cls(urlunsplit(parts._replace(query=libpq)), create=create, **options)
-
-    # -- the primitives -----------------------------------------------------------------------
 
     def _read(self, key: str, now: float) -> tuple[object, float, float, str | None] | None:
         # Written out, not the base's _rows() and _parts(): two calls fewer per request.
@@ -264,8 +246,6 @@ class PostgresStore(SQLStore):
         if pool is not None:
             pool.close()
 
-    # -- connections -------------------------------------------------------------------------
-
     def _get_pool(self) -> Pool:
         if self._pool is not None:
             return self._pool
@@ -285,7 +265,6 @@ class PostgresStore(SQLStore):
             return self._pool
 
     def _after_fork(self) -> None:
-        """In a forked child: drop the parent's pool without touching its connections."""
         self._lock, self._check_lock = threading.Lock(), threading.Lock()  # a parent thread may have held them
         if self._owns_pool and self._pool is not None:
             self._orphans.append(self._pool)
@@ -304,9 +283,8 @@ class PostgresStore(SQLStore):
         pool, seen = token
         pool.putconn(conn)
         if conn.closed:
-            # When one pooled connection died the idle ones usually did too:
-            # test them all at once. One thread checks; others that lost one
-            # wait for it, unless it was done since they took theirs.
+            # When one pooled connection died the idle ones usually did too: test them all. One
+            # thread checks; others that lost one wait for it, unless done since they took theirs.
             with self._check_lock:
                 if self._checks == seen:
                     pool.check()
@@ -342,14 +320,11 @@ class PostgresStore(SQLStore):
         if not exists and not self.create:
             raise self._missing_table(self._where)
         if not (exists and indexed) and self.create:
-            # A table made without the user index (by a migration, or by hand)
-            # gets it if it can; without it the store works, but a user's
-            # sessions are found by scanning the table.
+            # A table made without the user index gets it if it can: without, a user's sessions take a table scan.
             statements = self._sql_create_indexes[1:] if exists else [self._sql_create_table, *self._sql_create_indexes]
             try:
                 with conn.transaction():
-                    # CREATE ... IF NOT EXISTS is not safe against itself: two
-                    # processes creating at once can fail on the table's row type.
+                    # CREATE ... IF NOT EXISTS is not safe against itself: two at once can fail on the row type.
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_id,))
                     for statement in statements:
                         conn.execute(statement)
@@ -369,7 +344,6 @@ class PostgresStore(SQLStore):
         self._schema_ready = True
 
     def _failure(self, action: str, exc: BaseException) -> StoreError:
-        """The StoreError for a psycopg error: it names the server and table, never a key or password."""
         where = f"PostgreSQL at {self._where}"
         if isinstance(exc, PoolClosed):
             return StoreUnavailableError(f"PostgresStore at {self._where} is closed")
@@ -433,8 +407,7 @@ def _unescape_user(user_id: str | None) -> str | None:
 
 
 def _escape(name: str) -> str:
-    # jsonb refuses NUL in a key; escaping the escape character as well keeps
-    # the mapping one-to-one, so names come back exactly as they went in.
+    # jsonb refuses NUL in a key; escaping the escape character too keeps names one-to-one.
     if "\\" in name or "\x00" in name:
         return name.replace("\\", "\\\\").replace("\x00", "\\0")
     return name

@@ -38,41 +38,28 @@ from .base import (
 # redis-py 5+ types its clients as plain classes, the older types-redis stubs
 # as generic ones: the ignore serves either.
 RedisClient = Union["redis.Redis[Any]", "RedisCluster[Any]"]  # type: ignore[type-arg, unused-ignore]
-
 _DEFAULT_URL = "redis://127.0.0.1:6379/0"
-# Field names in a session's hash. Data fields carry the "d:" prefix, so that
-# no session key can ever collide with the metadata.
+# A session hash's metadata fields; data fields are "d:<name>", so no session key collides with them.
 _CREATED, _EXPIRES, _USER, _MOVED = b"m:created", b"m:expires", b"m:user", b"m:moved"
-# A user's set of session keys is <prefix>u:<sha256 of the user ID>: the ID is
-# arbitrary text, its digest is safe in a key name and in a SCAN pattern.
+# A user's set is <prefix>u:<sha256 of the user ID>: unlike the ID, a digest is safe in a key and a SCAN pattern.
 _USER_SET = "u:"
 # What sessions_of() reads for a hash a decode_responses=True client cannot decode.
 _UNREADABLE: Any = object()
-# A connection idle this long is PINGed before use, so one silently dropped by
-# a firewall or a failover is replaced instead of failing a request.
+# An idle connection is PINGed after this long, so one a firewall or failover dropped fails no request.
 _HEALTH_CHECK_INTERVAL = 30
 _SCAN_COUNT = 1000
-# How long a record stays once a rename has marked it moved: time enough to
-# finish the rename; one that dies halfway leaves nothing for longer.
+# How long a record marked moved stays: time to finish the rename; one that dies halfway leaves nothing longer.
 _MOVE_GRACE_MS = 60_000
-
-# Every script touches one key, KEYS[1], so it runs on Redis Cluster without a
-# hash tag. The user index spans two keys (a hash and its user's set), so it is
-# kept by follow-up commands, ordered so that a live bound session is never
-# missing from its user's set: at worst the set holds a stale member, which
-# sessions_of(), destroy_user() and prune() remove.
-#
-# A record is live while m:expires is later than the caller's clock (ARGV[1]):
-# the same instant for every process and for a test's clock; Redis's TTL removes
-# it later. m:uexp is how long the user's set is known to live: a save or touch
-# past it returns the user, whose set the caller extends.
-#
-# _SAVE writes every field with one HSET, chunked only because a few thousand
-# values overflow Lua's stack: a script that fails halfway is not undone.
-# ARGV: now, expires_at, created_at ('' for an update), ttl_ms, bind ('1': bind
-# to ARGV[6], whose set the caller has made live up to ARGV[7]), user, user set
-# expiry, n_delete, the names to delete, then name/value pairs to set. Returns
-# 0 (nothing written), 1, or {user to unindex, user to index} (false for none).
+# Every script touches one key, KEYS[1], so it runs on Redis Cluster without a hash tag. The user index spans two
+# keys (a hash, its user's set): follow-up commands keep it, ordered so that a live bound session is never missing
+# from its user's set; at worst the set holds a stale member, which sessions_of(), destroy_user() and prune()
+# remove. A record is live while m:expires is later than the caller's clock (ARGV[1]): one instant for every process
+# and for a test's clock; Redis's TTL removes it later. m:uexp is how long the user's set is known to live: a save
+# or touch past it returns the user, to extend the set. _SAVE writes every field with one HSET (chunked only because
+# a few thousand values overflow Lua's stack): a script that fails halfway is not undone. ARGV: now, expires_at,
+# created_at ('' for an update), ttl_ms, bind ('1': bind to ARGV[6], whose set the caller has made live up to
+# ARGV[7]), user, user set expiry, n_delete, the names to delete, then name/value pairs to set. Returns 0 (nothing
+# written), 1, or {user to unindex, user to index} (false for none).
 _SAVE = """
 local key = KEYS[1]
 local function chunked(command, first, last)
@@ -104,9 +91,7 @@ local unindex = old ~= user and old
 if unindex or index then return {unindex, index} end
 return 1
 """
-
-# ARGV: now, expires_at, ttl_ms, user set expiry. Data fields are left alone.
-# Returns 0 if the record is gone, 1, or the user whose set must be extended.
+# ARGV: now, expires_at, ttl_ms, user set expiry. Returns 0 if the record is gone, 1, or the user whose set to extend.
 _TOUCH = """
 local key = KEYS[1]
 local meta = redis.call('HMGET', key, 'm:moved', 'm:expires', 'm:user', 'm:uexp')
@@ -124,17 +109,14 @@ end
 redis.call('HSET', key, 'm:expires', ARGV[2])
 return 1
 """
-
 # Deletes the record; returns the user it was bound to, or false.
 _DESTROY = """
 local user = redis.call('HGET', KEYS[1], 'm:user')
 redis.call('DEL', KEYS[1])
 return user
 """
-
-# ARGV: user, now. Deletes the record only if it is bound to that user: 2 if
-# it was live, 1 if expired (or a tombstone), 0 if left alone; {2 or 1, new
-# key} for a record a rename moved.
+# ARGV: user, now. Deletes the record only if it is bound to that user: 2 if it was live, 1 if
+# expired (or a tombstone), 0 if left alone; {2 or 1, new key} for a record a rename moved.
 _DESTROY_BOUND = """
 local meta = redis.call('HMGET', KEYS[1], 'm:user', 'm:expires', 'm:moved')
 if meta[1] ~= ARGV[1] then return 0 end
@@ -144,26 +126,21 @@ if (tonumber(meta[2]) or 0) > tonumber(ARGV[2]) then state = 2 end
 if meta[3] then return {state, meta[3]} end
 return state
 """
-
-# A rename (Update.replaces) spans two keys, which need not share a slot: three
-# one-key scripts, tied together by the new key as a token (OLD, NEW the hashes):
-#  1. _MOVE_OUT on OLD: if live, set m:moved = NEW, cut its TTL to _MOVE_GRACE_MS
-#     and return its fields. OLD is now absent to a load, a count and
-#     sessions_of(), and a save or touch of it returns False.
+# A rename (Update.replaces) spans two keys, which need not share a slot: three one-key
+# scripts, tied together by the new key as a token (OLD, NEW the hashes):
+#  1. _MOVE_OUT on OLD: if live, set m:moved = NEW, cut its TTL to _MOVE_GRACE_MS and return
+#     its fields. OLD is now absent to load, count and sessions_of(); a save or touch of it is False.
 #  2. save() creates NEW from them with the update applied, indexed first.
-#  3. _MOVE_DONE on OLD: if it still says m:moved = NEW, strip it to a tombstone
-#     (m:moved, m:user) and return the user, to unindex OLD; if not, OLD was
-#     deleted after step 1: NEW is destroyed and the rename returns False.
-# So whatever deletes OLD before step 3 wins (destroy(), destroy_user(); prune()
-# skips marked records). destroy_user() follows m:moved to NEW, as PostgreSQL
-# follows an updated row, and ends it too if it is bound to the same user,
-# counting the session once, even after step 3 (through the tombstone). Only
-# one of two renames marks OLD; each step is safe to retry (redis-py retries
-# after a lost reply). A rename that fails destroys NEW, then _MOVE_UNDO unmarks
-# OLD: a rollback that fails leaves the session lost, never alive twice. A
-# process killed halfway leaves OLD marked for _MOVE_GRACE_MS at most, and
-# perhaps NEW, known to no one, until it expires.
-#
+#  3. _MOVE_DONE on OLD: if it still says m:moved = NEW, strip it to a tombstone (m:moved,
+#     m:user) and return the user, to unindex OLD; if not, OLD was deleted after step 1: NEW is
+#     destroyed and the rename returns False.
+# So whatever deletes OLD before step 3 wins (destroy(), destroy_user(); prune() skips marked
+# records). destroy_user() follows m:moved to NEW, as PostgreSQL follows an updated row, and ends
+# it too if bound to the same user, counting the session once, even after step 3 (through the
+# tombstone). Only one of two renames marks OLD; each step is safe to retry (redis-py retries
+# after a lost reply). A rename that fails destroys NEW, then _MOVE_UNDO unmarks OLD: a rollback
+# that fails leaves the session lost, never alive twice. A process killed halfway leaves OLD
+# marked for _MOVE_GRACE_MS at most, and perhaps NEW, known to no one, until it expires.
 # ARGV: now, new key, grace ms. Returns 0, or the hash's fields and values.
 _MOVE_OUT = """
 local key = KEYS[1]
@@ -177,9 +154,7 @@ if not meta[1] then
 end
 return redis.call('HGETALL', key)
 """
-
-# ARGV: new key, grace ms. HDEL rather than DEL and HSET, so that a full Redis
-# (which refuses writes that allocate) can still finish.
+# ARGV: new key, grace ms. HDEL, not DEL and HSET: a full Redis refuses writes that allocate.
 # Returns 0 if the record is not marked by this rename, else {1, its user or false}.
 _MOVE_DONE = """
 local key = KEYS[1]
@@ -191,7 +166,6 @@ end
 redis.call('PEXPIRE', key, ARGV[2])
 return {1, user}
 """
-
 # ARGV: new key, now. Takes this rename's mark off and restores the TTL from m:expires.
 _MOVE_UNDO = """
 local key = KEYS[1]
@@ -203,17 +177,13 @@ local ttl = math.ceil((stored - tonumber(ARGV[2])) * 1000)
 if ttl > 0 then redis.call('PEXPIRE', key, string.format('%d', ttl)) end
 return 1
 """
-
-# KEYS[1] is a user's set. ARGV: member, ttl_ms. The set lives at least ttl_ms,
-# never shorter (other sessions may need longer): PEXPIRE ... GT needs Redis 7.
+# KEYS[1]: a user's set; ARGV: member, ttl_ms. Never shortened (other sessions may need longer; PEXPIRE GT is Redis 7).
 _INDEX_ADD = """
 redis.call('SADD', KEYS[1], ARGV[1])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """
-
-# ARGV: now. Deletes the record only if it is still expired at this instant:
-# a save or touch that landed after the scan read it keeps it alive.
+# ARGV: now. Deletes the record only if still expired: a save or touch landing after the scan keeps it alive.
 _PRUNE = """
 if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then return 0 end
 local stored = tonumber(redis.call('HGET', KEYS[1], 'm:expires'))
@@ -230,9 +200,7 @@ class RedisStore(BatchPruneBase):
     key (``d:<name>``, the value as JSON text), ``m:created``, ``m:expires`` and,
     once bound to a user, ``m:user``; the user's set ``<prefix>u:<sha256 of the
     user ID>`` holds the keys of their sessions. A load is one HGETALL; a save,
-    touch or destroy one Lua script on that key, so it is atomic, two requests
-    changing different keys both land, an update never recreates a destroyed
-    session, and Redis Cluster works.
+    touch or destroy one Lua script on that key, so it is atomic and works on Redis Cluster.
 
     URLs, each taking ``prefix``, ``socket_timeout``, ``socket_connect_timeout``
     and ``client_name`` as query parameters:
@@ -245,20 +213,18 @@ class RedisStore(BatchPruneBase):
       the primary the Sentinels name for *service* (the credentials are the
       primary's; the Sentinels are asked without any).
 
-    :meth:`count`, :meth:`prune` and :meth:`index_size` SCAN every primary of
-    a cluster; through a ``redis://`` URL that names one node of a cluster they
-    refuse, as does any command Redis redirects to another node. Redis expires
-    sessions itself, so a prune finds only records whose TTL outlives their
-    recorded expiry (a clock moved forward, a TTL changed by hand), and the
-    user index's entries for sessions that are gone: run it rarely.
+    :meth:`count`, :meth:`prune` and :meth:`index_size` SCAN every primary of a cluster;
+    through a ``redis://`` URL naming one node of a cluster they refuse, as does any command
+    Redis redirects. Redis expires sessions itself, so a prune finds only records whose TTL
+    outlives their recorded expiry (a clock moved forward, a TTL changed by hand) and the user
+    index's entries for sessions that are gone: run it rarely.
 
-    :param client_or_url: one of the URLs above (default ``redis://127.0.0.1:6379/0``)
-        or a redis-py client you made (``Redis``, ``RedisCluster``,
-        ``Sentinel.master_for(...)``), which :meth:`close` leaves open;
-        ``decode_responses`` may be either. A client without timeouts gets the
-        store's, for the connections its pool opens from then on; where that
-        cannot be done (a ``RedisCluster``, a single-connection client) a
-        ``RuntimeWarning`` names the missing timeout.
+    :param client_or_url: one of the URLs above (default ``redis://127.0.0.1:6379/0``) or a
+        redis-py client you made (``Redis``, ``RedisCluster``, ``Sentinel.master_for(...)``),
+        which :meth:`close` leaves open; ``decode_responses`` may be either. A client without
+        timeouts gets the store's, for the connections its pool opens from then on; where that
+        cannot be done (a ``RedisCluster``, a single-connection client) a ``RuntimeWarning``
+        names the missing timeout.
     :param prefix: prepended to every Redis key; the URL's ``prefix`` takes precedence.
     :param socket_timeout: seconds to wait for an answer before
         :class:`~wsgisession.errors.StoreTimeoutError`; the URL's takes precedence.
@@ -266,10 +232,9 @@ class RedisStore(BatchPruneBase):
         :class:`~wsgisession.errors.StoreUnavailableError`.
     :param clock: see :class:`~wsgisession.stores.base.StoreBase`.
 
-    A client made from a ``redis://`` or Sentinel URL retries a command once,
-    on a fresh connection, when its connection turns out dead (Redis
-    restarted): every operation here is idempotent. After a ``fork()`` the
-    child makes connections of its own.
+    A client made from a ``redis://`` or Sentinel URL retries a command once, on a fresh
+    connection, when its connection turns out dead (Redis restarted): every operation here is
+    idempotent.
     """
 
     failures = (rex.RedisError, rex.RedisClusterException, rex.ChildDeadlockedError)
@@ -306,12 +271,10 @@ class RedisStore(BatchPruneBase):
         self._decoding = bool(client.get_encoder().decode_responses)
         self._timeout: float | None = client.get_connection_kwargs().get("socket_timeout")
         self._where = _describe(client)
-        # A command through the pool pays for its checkout (a lock, a poll of the
-        # socket, observability hooks): 12-14 us, a fifth of a command on
-        # loopback. So the commands of a request run on single-connection
-        # clients of the pool, kept in a free list (list.pop and list.append are
-        # atomic) that a server starting a thread per request reuses. Only on a
-        # pool of the store's own: a pool an application shares is never held.
+        # A pool checkout (a lock, a socket poll, observability hooks) costs 12-14 us, a fifth of a
+        # loopback command: so commands run on single-connection clients of the pool, in a free list
+        # (pop and append are atomic) that thread-per-request servers reuse. Only on the store's own
+        # pool: one an application shares is never held.
         self._lanes: list[Any] | None = [] if isinstance(client, redis.Redis) and self._owned else None
         self._pid = os.getpid()
         script = client.register_script
@@ -330,8 +293,6 @@ class RedisStore(BatchPruneBase):
 
     def __repr__(self) -> str:
         return f"<RedisStore {self._where} prefix={self.prefix!r}>"
-
-    # -- the primitives -------------------------------------------------------------------
 
     def _read(self, key: str, now: float) -> tuple[object, float, float, str | None] | None:
         try:
@@ -354,8 +315,7 @@ class RedisStore(BatchPruneBase):
         args += (_EXPIRES, expires_at)
         indexed = user if user is not None and ttl_ms > 0 else None
         if indexed is not None:
-            # Index first: a crash between the two leaves a stale member
-            # (cleaned later), never a bound session its user cannot find.
+            # Index first: a crash in between leaves a stale member, never a hidden session.
             self._index_add(indexed, key, 2 * ttl_ms)
         result = self._on_lane(lambda client: self._save_script([self.prefix + key], args, client))
         if result == 0:
@@ -398,8 +358,7 @@ class RedisStore(BatchPruneBase):
                 self._undo_rename(key, old, now)
             raise
         if not isinstance(done, list):
-            # OLD was deleted after step 1: destroy wins. An error here must
-            # reach the caller: NEW would outlive it.
+            # OLD was deleted after step 1: destroy wins. An error here must reach the caller: NEW would outlive it.
             self._undo_rename(key, old, now)
             return False
         if done[1] is not None:
@@ -426,8 +385,7 @@ class RedisStore(BatchPruneBase):
     def _delete(self, key: str) -> None:
         user = self._on_lane(lambda client: self._destroy_script([self.prefix + key], (), client))
         if user is not None:
-            # No re-check: nothing binds a deleted record again (a save that is
-            # not a create finds it gone), so no concurrent binding can be lost.
+            # No re-check: nothing binds a deleted record again (a save that is not a create finds it gone).
             self._unindex(_digest(user), [key], recheck=False)
 
     def _on_lane(self, command: Callable[[Any], Any]) -> Any:
@@ -453,7 +411,6 @@ class RedisStore(BatchPruneBase):
             client.close()
 
     def _failure(self, action: str, exc: BaseException) -> StoreError:
-        """The StoreError for redis-py's *exc*: it names the server, never a session."""
         text, where = _scrub(exc), f"RedisStore: Redis at {self._where}"
         if isinstance(exc, rex.TimeoutError):
             within = f" within {self._timeout:g}s" if self._timeout else ""
@@ -468,8 +425,6 @@ class RedisStore(BatchPruneBase):
         if isinstance(exc, rex.ChildDeadlockedError):
             return StoreUnavailableError(f"{where}: the connection pool was locked when this process forked")
         return StoreError(f"{where} refused {action}: {text}")
-
-    # -- capabilities: BatchedPrune, UserIndex, Countable, IndexSized -------------------------
 
     def _prune_batches(self, now: float, batch_size: int) -> Iterator[int]:
         self._refuse_one_node("prune")
@@ -492,8 +447,7 @@ class RedisStore(BatchPruneBase):
         self._prune_sets(sets)
 
     def _prune_keys(self, names: list[str], now: float) -> int:
-        # One round trip reads every expiry; the script, which checks again
-        # atomically, runs only for the few that look expired.
+        # One round trip reads every expiry; the script, checking again atomically, runs for those that look expired.
         metas = self._each("HMGET", names, _EXPIRES, _MOVED)
         dead = [n for n, m in zip(names, metas, strict=True) if m and m[1] is None and _number(m[0], math.inf) <= now]
         return sum(int(self._prune_script(keys=[name], args=[now])) for name in dead)
@@ -588,8 +542,6 @@ class RedisStore(BatchPruneBase):
             names = (n for n in self._scan(_USER_SET) if valid_key(n[len(self.prefix) + len(_USER_SET) :]))
             return sum(n for batch in _batches(names) for n in self._each("SCARD", batch) if n is not None)
 
-    # -- helpers --------------------------------------------------------------------------
-
     def _parts(self, fields: dict[bytes, Any]) -> tuple[Any, Any, Any, str | None] | None:
         """A hash's fields (keyed by bytes) as StoreBase.decode takes them; ``None`` for a record a rename moved."""
         if _MOVED in fields:
@@ -646,11 +598,8 @@ class RedisStore(BatchPruneBase):
         self._index_add_script(keys=[self._user_set(user)], args=[key, max(ttl_ms, 1)])
 
     def _unindex(self, digest: str, keys: list[str], recheck: bool = True) -> None:
-        """Remove *keys* from a user's set, then put back any that is (now) bound to that user.
-
-        So a save binding one of them meanwhile is never lost: the check sees
-        its binding, or its own SADD comes after this SREM.
-        """
+        # Put back any key (now) bound to that user: a save binding it meanwhile
+        # is seen by this check, or its own SADD comes after this SREM.
         if not keys:
             return
         name = self.prefix + _USER_SET + digest
@@ -672,15 +621,12 @@ class RedisStore(BatchPruneBase):
 
 
 def _ttl_ms(expires_at: float, now: float) -> int:
-    # Redis counts the TTL in real time; deriving it from the same clock that
-    # decides liveness keeps the two consistent (and lets tests move the clock).
+    # Redis counts a TTL in real time; taken from the clock that decides liveness, the two agree (tests move it).
     return math.ceil((expires_at - now) * 1000)
 
 
 def _index_expiry(expires_at: float, now: float) -> float:
-    # A user's set is made to live twice as long as the session that extends
-    # it, so a session saved or touched on every request extends it only once
-    # per TTL, not every time.
+    # A user's set lives twice as long as the session extending it: one saved every request extends it once per TTL.
     return float(expires_at) + max(float(expires_at) - now, 0.0)
 
 
@@ -712,9 +658,6 @@ def _number(value: Any, default: float) -> float:
 def _scrub(exc: BaseException) -> str:
     # Store keys (and user digests) name a session.
     return scrub(str(exc) or type(exc).__name__)
-
-
-# -- making a client from a URL -------------------------------------------------------------
 
 
 def _connect(url: str, socket_timeout: float | None, connect_timeout: float | None) -> tuple[Any, Any, list[Any]]:
@@ -778,8 +721,7 @@ def _plain(url: str, scheme: str, kwargs: dict[str, Any]) -> tuple[Any, str | No
 
 
 def _retry_once() -> Retry:
-    # Once, quickly, and only for a dead connection: a timeout already spent
-    # the caller's whole budget.
+    # Once, quickly, and only for a dead connection: a timeout already spent the caller's whole budget.
     return Retry(ExponentialBackoff(cap=0.2, base=0.02), 1, supported_errors=(rex.ConnectionError,))
 
 
@@ -811,9 +753,8 @@ def _give_timeouts(client: Any, socket_timeout: float | None, connect_timeout: f
     wanted = {"socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout}
     missing = {name: wanted[name] for name, value in has.items() if value is None and wanted[name] is not None}
     if missing and isinstance(client, redis.Redis) and client.connection is None:
-        # Its pool makes every connection from these: all it opens from now on
-        # have the timeouts. (A RedisCluster's nodes, and a single-connection
-        # client, are connected already, with none.) redis-py 7 names the call.
+        # Every connection its pool opens from now on gets them (a RedisCluster's nodes and a
+        # single-connection client are connected already). redis-py 7 names the call.
         getattr(client.connection_pool, "update_connection_kwargs", kwargs.update)(**missing)
     elif missing:
         warnings.warn(

@@ -35,11 +35,9 @@ def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
 class SQLiteStore(SQLStore):
     """Sessions in a SQLite database file, safe across threads and gunicorn workers.
 
-    The database runs in WAL mode, so readers never wait for a writer. Every
-    read-modify-write runs in a ``BEGIN IMMEDIATE`` transaction, so two
-    processes changing different keys of one session both land. Connections
-    are opened lazily, one per thread, and never carried across ``fork()``:
-    a process that finds itself forked opens its own.
+    The database runs in WAL mode, so readers never wait for a writer; every
+    read-modify-write runs in a ``BEGIN IMMEDIATE`` transaction, on one
+    connection per thread.
 
     :param path: the database file.
     :param table: the table's name.
@@ -91,8 +89,7 @@ class SQLiteStore(SQLStore):
         self._sql_insert = (
             f"INSERT OR REPLACE INTO {t} (key, data, created_at, expires_at, user_id) VALUES (?, ?, ?, ?, ?)"
         )
-        # An UPDATE rewrites the index entries of every indexed column it
-        # assigns, even to the value it already has: assign the user only when it changes.
+        # An UPDATE rewrites an indexed column's index entry even to the same value: assign the user on change only.
         self._sql_update = {
             False: f"UPDATE {t} SET data = ?, expires_at = ? WHERE key = ?",
             True: f"UPDATE {t} SET data = ?, expires_at = ?, user_id = ? WHERE key = ?",
@@ -109,10 +106,9 @@ class SQLiteStore(SQLStore):
 
     @classmethod
     def from_url(cls, url: str, *, create: bool = True) -> SQLiteStore:
-        """Build from ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``.
+        """Build from ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (as in SQLAlchemy).
 
-        As in SQLAlchemy, three slashes then a relative path, four for an
-        absolute one. Query parameters: ``table``, ``timeout``, ``synchronous``.
+        Query parameters: ``table``, ``timeout``, ``synchronous``.
         """
         parts = urlsplit(url)
         if parts.scheme != "sqlite" or parts.netloc or not parts.path.startswith("/") or len(parts.path) < 2:
@@ -136,19 +132,14 @@ class SQLiteStore(SQLStore):
             return StoreError(f"{message} (not a usable SQLite database: check the path, or restore the file)")
         return StoreError(message)
 
-    # -- connections ---------------------------------------------------------
-
     def _after_fork(self) -> None:
-        # The parent's connections belong to the parent: forgotten, not closed
-        # (closing would touch the parent's locks and WAL).
+        # Forgotten, not closed: closing would touch the parent's locks and WAL.
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
-        # One connection per thread: sqlite3 connections are not safe to share
-        # between threads mid-transaction. check_same_thread is off only so
-        # close() can close them all from one thread.
+        # One per thread (not safe to share mid-transaction); check_same_thread is off only for close().
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             return conn
@@ -173,9 +164,8 @@ class SQLiteStore(SQLStore):
         return conn
 
     def _enable_wal(self, conn: sqlite3.Connection) -> None:
-        # Switching a new database to WAL takes an exclusive lock for which
-        # SQLite's busy handler does not wait: workers opening a fresh file at
-        # the same moment get "database is locked" at once. Retry until the
+        # Switching a new database to WAL takes an exclusive lock SQLite's busy handler does not
+        # wait for: workers opening a fresh file at once get "database is locked". Retry until the
         # timeout; once the file is in WAL mode, reading the mode takes no lock.
         deadline = time.monotonic() + self.timeout
         while True:
@@ -215,8 +205,7 @@ class SQLiteStore(SQLStore):
                 "expires_at REAL NOT NULL, user_id TEXT) WITHOUT ROWID"
             )
             if "expiry_bucket" in columns:
-                # A table of wsgisession 0.1's pre-releases, which indexed hour
-                # buckets of the expiry: copied into one without them.
+                # A table of 0.1's pre-releases, which indexed hour buckets of the expiry: copied without.
                 conn.execute(f"CREATE TABLE {t}_unbucketed {schema}")
                 conn.execute(f"INSERT INTO {t}_unbucketed SELECT key, data, created_at, expires_at, user_id FROM {t}")
                 conn.execute(f"DROP TABLE {t}")
@@ -225,8 +214,6 @@ class SQLiteStore(SQLStore):
             conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_expires_at ON {t} (expires_at)")
             conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_user_id ON {t} (user_id) WHERE user_id IS NOT NULL")
         self._schema_ready = True
-
-    # -- the primitives -------------------------------------------------------
 
     def _rows(self, statement: str, params: Any) -> Sequence[Any]:
         return self._connect().execute(statement, params).fetchall()
@@ -249,8 +236,7 @@ class SQLiteStore(SQLStore):
             text = _json.encode(update.apply(data))
             bound = user_id if update.user_id is None else update.user_id
             if source != key:
-                # A rename: the old row, and its user index entry, go in this
-                # same transaction.
+                # A rename: the old row, and its user index entry, go in this same transaction.
                 conn.execute(self._sql_destroy, (source,))
             if current is None or source != key:
                 conn.execute(self._sql_insert, (key, text, created_at, update.expires_at, bound))
@@ -263,8 +249,7 @@ class SQLiteStore(SQLStore):
     def _destroy_user(self, user: str, now: float) -> int:
         conn = self._connect()
         with _write_transaction(conn):
-            # Count, then delete, in one write transaction (no RETURNING: it
-            # needs SQLite 3.35, newer than some Pythons are built with).
+            # Count, then delete, in one write transaction (RETURNING needs SQLite 3.35, newer than some Pythons').
             live = conn.execute(f"SELECT count(*) FROM {self.table} WHERE user_id = ? AND expires_at > ?", (user, now))
             count = int(live.fetchone()[0])
             conn.execute(f"DELETE FROM {self.table} WHERE user_id = ?", (user,))
