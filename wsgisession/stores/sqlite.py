@@ -80,7 +80,9 @@ class SQLiteStore(SQLStore):
         if not parent.is_dir():
             raise ConfigurationError(f"SQLiteStore: directory {parent} does not exist")
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-            raise ConfigurationError(f"SQLiteStore: synchronous must be NORMAL, FULL or EXTRA, not {synchronous!r}")
+            raise ConfigurationError(
+                f"SQLiteStore: synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}"
+            )
         self.timeout = positive_seconds(timeout, "SQLiteStore timeout")
         self._synchronous = synchronous.upper()
         self._after_fork()
