@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from tests import liveserver, servers
+from tests.redis_cluster import LoopbackCluster, redis_cluster_fixture  # noqa: F401 (the redis_cluster fixture)
 from wsgisession.ids import new_id, store_key
 from wsgisession.stores import from_url
 from wsgisession.stores.base import Store, Update
@@ -68,6 +69,19 @@ def _postgres_cleanup(base_url: str, unique: str) -> None:
 
     with psycopg.connect(base_url, connect_timeout=3, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(unique)))
+
+
+def _cluster_cleanup(base_url: str, unique: str) -> None:
+    from redis.cluster import ClusterNode, RedisCluster
+
+    hosts = urlsplit(base_url).netloc.split(",")
+    nodes = [ClusterNode(host, int(port)) for host, port in (h.rsplit(":", 1) for h in hosts)]
+    client = RedisCluster(startup_nodes=nodes, socket_timeout=5.0, socket_connect_timeout=5.0)
+    try:
+        for name in list(client.scan_iter(match=f"{unique}*", count=1000)):  # every primary
+            client.delete(name)
+    finally:
+        client.close()
 
 
 def _mysql_cleanup(base_url: str, unique: str) -> None:
@@ -120,6 +134,12 @@ STORES = [
         _postgres_cleanup,
     ),
     StoreKind(
+        "redis-cluster",
+        "wsgisession.stores.redis",
+        lambda d, u, base: _with_query(base, "prefix", f"{u}:"),
+        cleanup=_cluster_cleanup,
+    ),
+    StoreKind(
         "mysql",
         "wsgisession.stores.mysql",
         lambda d, u, base: _with_query(base, "table", u),
@@ -156,7 +176,7 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         importlib.import_module(kind.module)
     except ImportError as exc:
         servers.unavailable(f"{kind.module} cannot be imported: {exc}")
-    base_url = kind.require()
+    base_url = _server_url(kind, request)
 
     directory = tmp_path_factory.mktemp(f"{kind.name}-{worker_class}")
     (directory / "sessions").mkdir()
@@ -178,6 +198,14 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
                 store.close()
     finally:
         kind.cleanup(base_url, unique)
+
+
+def _server_url(kind: StoreKind, request: pytest.FixtureRequest) -> str:
+    """The server a kind of store runs on (the test session's Redis Cluster, started on first use)."""
+    if kind.name == "redis-cluster":
+        cluster: LoopbackCluster = request.getfixturevalue("redis_cluster")
+        return cluster.url
+    return kind.require()
 
 
 def _concurrently(count: int, task: Callable[[int], T]) -> list[T]:
@@ -328,13 +356,13 @@ def _first_burst(url: str, barrier: Any) -> list[str]:
     "kind",
     [pytest.param(kind, id=kind.name) for kind in STORES],
 )
-def test_fresh_store_survives_its_first_burst(kind: StoreKind, tmp_path: Path) -> None:
+def test_fresh_store_survives_its_first_burst(kind: StoreKind, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """Workers that all open a brand-new store at once (a deploy's first traffic) all succeed."""
     try:
         importlib.import_module(kind.module)
     except ImportError as exc:
         servers.unavailable(f"{kind.module} cannot be imported: {exc}")
-    base_url = kind.require()
+    base_url = _server_url(kind, request)
     deadline = time.monotonic() + BURST_BUDGET
     for trial in range(kind.burst_trials):
         if time.monotonic() > deadline:
