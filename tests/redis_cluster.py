@@ -126,8 +126,11 @@ def _cli(cli: str, port: int, *args: str) -> str:
     return done.stdout if done.returncode == 0 else ""
 
 
-def start_cluster(workdir: Path) -> LoopbackCluster:
-    """Start six nodes under *workdir*, join them into a cluster and wait for ``cluster_state:ok``."""
+def start_cluster(workdir: Path, *node_args: str) -> LoopbackCluster:
+    """Start six nodes under *workdir*, join them into a cluster and wait for ``cluster_state:ok``.
+
+    *node_args* go to every ``redis-server`` (``--cluster-node-timeout 1000`` for a quick failover, say).
+    """
     server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
     if server is None or cli is None:
         servers.unavailable("redis-server and redis-cli are needed to start a Redis Cluster")
@@ -142,6 +145,7 @@ def start_cluster(workdir: Path) -> LoopbackCluster:
                     *("--save", "", "--appendonly", "no", "--dbfilename", f"dump-{port}.rdb"),
                     *("--daemonize", "yes", "--dir", str(workdir), "--pidfile", str(pidfile)),
                     *("--logfile", str(workdir / f"redis-{port}.log")),
+                    *node_args,
                 ],
                 check=True,
                 timeout=10,
