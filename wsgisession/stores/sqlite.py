@@ -88,6 +88,9 @@ class SQLiteStore(SQLStore):
         self._after_fork()
         t = table
         self._sql_load = f"SELECT data, created_at, expires_at, user_id FROM {t} WHERE key = ?"
+        self._sql_create = (
+            f"INSERT OR IGNORE INTO {t} (key, data, created_at, expires_at, user_id) VALUES (?, ?, ?, ?, ?)"
+        )
         self._sql_insert = (
             f"INSERT OR REPLACE INTO {t} (key, data, created_at, expires_at, user_id) VALUES (?, ?, ?, ?, ?)"
         )
@@ -225,6 +228,12 @@ class SQLiteStore(SQLStore):
 
     def _write(self, key: str, update: Update, now: float) -> bool:
         conn = self._connect()
+        if update.created_at is not None and update.replaces is None:
+            # A new session: one INSERT, unless a row holds the key already (a
+            # record, live or expired, under the same key: then the transaction below).
+            values = (key, _json.encode(update.apply({})), update.created_at, update.expires_at, update.user_id)
+            if conn.execute(self._sql_create, values).rowcount == 1:
+                return True
         source = key if update.replaces is None else update.replaces
         with _write_transaction(conn):
             row = conn.execute(self._sql_load, (source,)).fetchone()
