@@ -19,7 +19,7 @@ from wsgisession.testing import Clock
 SECRET = "test-secret-" + "x" * 32
 
 # Hypothesis: CI (HYPOTHESIS_PROFILE=ci) runs 10,000 examples per fuzz target
-# (fewer where each example is round trips to a server, as each test says);
+# (fewer where each example writes files or makes round trips to a server, as each test says);
 # a developer's run is quick.
 settings.register_profile("ci", max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck))
 settings.register_profile("dev", max_examples=300, deadline=None)

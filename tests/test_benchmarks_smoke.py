@@ -194,9 +194,10 @@ def test_compare_on_mariadb(tmp_path: Path) -> None:
     assert document["config"]["mysql_url"] == url
     [store] = document["results"]
     login, read, update = store["workloads"]
-    assert read["peers"]["floor"]["ops"] == "one SELECT data FROM t WHERE key = ?"
-    assert update["peers"]["floor"]["ops"] == "one SELECT data FROM t WHERE key = ?, one UPDATE"
-    assert login["peers"]["floor"]["ops"] == "one INSERT (autocommit)"
+    assert read["peers"]["floor"]["ops"] == "one SELECT data, expires_at FROM t WHERE key = ?"
+    assert update["peers"]["floor"]["ops"].startswith("one SELECT data, expires_at FROM t WHERE key = ?, one UPDATE")
+    assert "expiry" in update["peers"]["floor"]["ops"], "the floor moves an indexed expiry, as a store must"
+    assert login["peers"]["floor"]["ops"].startswith("one INSERT of key, data, expiry (autocommit")
     assert read["peers"]["wsgisession"]["note"].startswith("MySQLStore")
     assert "MySQL (PyMySQL)" in read["peers"]["flask-session"]["note"]
     assert "django.db.backends.mysql" in read["peers"]["django"]["note"]
