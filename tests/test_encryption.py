@@ -394,3 +394,26 @@ def test_the_command_line_works_on_a_sealed_store(tmp_path: Path, capsys: pytest
     assert capsys.readouterr().out.strip() == f"ended 2 sessions of user {user!r}"
     assert cli.main(["count", url]) == 0
     assert capsys.readouterr().out.strip() == "0"
+
+
+def test_without_cryptography_sealed_values_are_absent_but_kept(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Turned off on a machine without the package: nothing to open with, so nothing is deleted either."""
+    from wsgisession import sealing
+
+    store = MemoryStore()
+    sealed = webtest.TestApp(SessionMiddleware(_app, secret=SECRET, store=store, encrypt=True))
+    sealed.get("/login")
+    key = store_key(sealed.cookies["session"].split(".", 1)[0])
+    note = _stored(store, key)["note"]
+    monkeypatch.setattr(sealing, "available", lambda: False)
+    plain = webtest.TestApp(SessionMiddleware(_app, secret=SECRET, store=store))
+    plain.set_cookie("session", sealed.cookies["session"])
+    with caplog.at_level(logging.WARNING, logger="wsgisession.security"):
+        assert plain.get("/read").json[0] is None
+        plain.get("/update")
+    assert "cryptography package is not installed" in caplog.text
+    assert _stored(store, key)["note"] == note, "the sealed value survives the save"
+    monkeypatch.undo()
+    assert sealed.get("/read").json[0] == MARKER, "and opens again where the package is"

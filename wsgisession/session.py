@@ -256,7 +256,9 @@ class Session(MutableMapping[str, Any]):
                         exc,
                         extra={"security_event": "sealed_value_refused"},
                     )
-                    self._baseline[name] = _UNLIKE  # absent now: the next save deletes it
+                    if sealer is not None:
+                        self._baseline[name] = _UNLIKE  # it does not open: the next save deletes it
+                    # (Without cryptography it is only unreadable here: kept, for a process that can open it.)
                     continue
                 if not encrypt:
                     self._baseline[name] = _UNLIKE
