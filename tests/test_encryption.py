@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sqlite3
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -327,11 +328,19 @@ def test_turning_encryption_off_opens_sealed_sessions_on_their_next_request() ->
     assert _stored(store, key)["note"] == MARKER
 
 
-def test_encrypt_needs_cryptography(monkeypatch: pytest.MonkeyPatch) -> None:
+def _without_cryptography(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From here on, ``import cryptography`` fails as on a machine without the package."""
     from wsgisession import sealing
+
+    monkeypatch.setattr(sealing, "_aead", None)
+    for name in [name for name in sys.modules if name.partition(".")[0] == "cryptography"]:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def test_encrypt_needs_cryptography(monkeypatch: pytest.MonkeyPatch) -> None:
     from wsgisession.errors import ConfigurationError
 
-    monkeypatch.setattr(sealing, "available", lambda: False)
+    _without_cryptography(monkeypatch)
     with pytest.raises(ConfigurationError, match=r"wsgisession\[encryption\]"):
         SessionMiddleware(_app, secret=SECRET, store=MemoryStore(), encrypt=True)
 
@@ -370,6 +379,64 @@ def test_a_rename_reseals_what_it_has_and_drops_what_it_could_not_see(caplog: py
     assert dict(Session(settings, new)) == {"a": 1, "b": 3}
 
 
+def test_a_value_is_opened_when_first_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request pays for the values it uses, not for every value the session holds."""
+    from wsgisession.sealing import Sealer
+    from wsgisession.session import CookieAction, Session, SessionSettings
+
+    opened: list[str] = []
+    real_open = Sealer.open
+
+    def counting_open(self: Sealer, session_id: str, name: str, sealed: str) -> Any:
+        opened.append(name)
+        return real_open(self, session_id, name, sealed)
+
+    monkeypatch.setattr(Sealer, "open", counting_open)
+    store = MemoryStore()
+    settings = SessionSettings(store, encrypt=True)
+    first = Session(settings)
+    first.update({"a": 1, "b": [2], "c": "three"})
+    first.commit()
+    sid = first.id
+    session = Session(settings, sid)
+    assert session["a"] == 1 and session.get("a") == 1 and "a" in session
+    assert opened == ["a"]
+    session["b"] = [2]  # the stored value decides whether this changes anything: opened
+    assert opened == ["a", "b"]
+    assert not session.modified and session.commit() is CookieAction.NONE
+    session = Session(settings, sid)
+    assert len(session) == 3 and dict(session) == {"a": 1, "b": [2], "c": "three"}
+    assert sorted(opened[2:]) == ["a", "b", "c"]
+
+
+def test_a_value_that_will_not_open_is_found_out_when_used(caplog: pytest.LogCaptureFixture) -> None:
+    """Absent and logged when used, deleted by that request's save; left alone by a request that never uses it."""
+    from wsgisession.session import Session, SessionSettings
+
+    store = MemoryStore()
+    settings = SessionSettings(store, encrypt=True)
+    first = Session(settings)
+    first.update({"a": 1, "b": 2})
+    first.commit()
+    sid = first.id
+    assert sid is not None
+    key = store_key(sid)
+    _replant(store, key, b=_stored(store, key)["a"])  # "a"'s sealed value moved to "b": it will not open there
+    with caplog.at_level(logging.WARNING, logger="wsgisession.security"):
+        untouched = Session(settings, sid)
+        assert untouched["a"] == 1
+        assert not untouched.modified
+        untouched.commit()
+        assert "sealed value" not in caplog.text
+        assert "b" in _stored(store, key), "a request that never used it leaves it be"
+        used = Session(settings, sid)
+        assert "b" not in used and used.get("b") is None
+        assert "sealed value 'b'" in caplog.text and sid not in caplog.text
+        assert used.modified
+        used.commit()
+    assert set(_stored(store, key)) == {"a"}, "the request that found it out deleted it"
+
+
 # -- the command line needs no session ID --------------------------------------------------
 
 
@@ -400,14 +467,12 @@ def test_without_cryptography_sealed_values_are_absent_but_kept(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Turned off on a machine without the package: nothing to open with, so nothing is deleted either."""
-    from wsgisession import sealing
-
     store = MemoryStore()
     sealed = webtest.TestApp(SessionMiddleware(_app, secret=SECRET, store=store, encrypt=True))
     sealed.get("/login")
     key = store_key(sealed.cookies["session"].split(".", 1)[0])
     note = _stored(store, key)["note"]
-    monkeypatch.setattr(sealing, "available", lambda: False)
+    _without_cryptography(monkeypatch)
     plain = webtest.TestApp(SessionMiddleware(_app, secret=SECRET, store=store))
     plain.set_cookie("session", sealed.cookies["session"])
     with caplog.at_level(logging.WARNING, logger="wsgisession.security"):

@@ -33,9 +33,6 @@ USER_AGENT_KEY = "_user_agent"
 #: Where a session keeps its own choice of cookie lifetime (see :attr:`Session.permanent`).
 PERMANENT_KEY = "_permanent"
 
-#: How many sessions' sealers a middleware keeps (encrypt=True).
-_SEALERS = 4096
-
 #: User agents longer than this are cut when kept in a session.
 _MAX_USER_AGENT = 256
 
@@ -53,10 +50,8 @@ class SessionSettings:
     save_uninitialized: bool = False
     #: Seal every stored value under a key derived from the session ID (:mod:`wsgisession.sealing`).
     encrypt: bool = False
-    #: Sealers of recently used session IDs: deriving a session's key and
-    #: setting up its cipher cost more than opening its values, and a
-    #: browser's next request needs the same ones. Bounded: cleared when full.
-    sealers: dict[str, Sealer] = field(default_factory=dict, compare=False, repr=False)
+    #: What seals and opens the values (encrypt=True), with the ciphers of recently used sessions.
+    sealer: Sealer = field(default_factory=Sealer, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +130,7 @@ class Session(MutableMapping[str, Any]):
         "_expires_at",
         "_incoming",
         "_origin_expires_at",
+        "_pending",
         "_resend",
         "_settings",
         "_sid",
@@ -164,6 +160,9 @@ class Session(MutableMapping[str, Any]):
         #: _sid while a regenerate() waits for its rename.
         self._stored: str | None = None
         self._data: dict[str, Any] = {}
+        #: Sealed values read but not opened yet, by name (encrypt=True): a
+        #: value is opened when first used, so a request pays only for what it reads.
+        self._pending: dict[str, str] = {}
         #: For each key this request touched: its value as JSON text as the
         #: store has it (None: absent). A key is changed when it differs.
         self._baseline: dict[str, object] = {}
@@ -180,7 +179,7 @@ class Session(MutableMapping[str, Any]):
         self.accessed = False
 
     def __repr__(self) -> str:
-        return f"<Session {self._state.value}, {len(self._data)} key(s)>"
+        return f"<Session {self._state.value}, {len(self._data) + len(self._pending)} key(s)>"
 
     @property
     def state(self) -> State:
@@ -223,61 +222,76 @@ class Session(MutableMapping[str, Any]):
         self._sid = self._stored = session_id
         self._data = record.data
         self._baseline = {}
+        self._pending = {}
         if settings.encrypt or any(type(v) is str and v.startswith(sealing.PREFIX) for v in record.data.values()):
-            self._open_values(session_id, key)
+            self._sort_values()
         self._user_id = self._stored_user = record.user_id
         self._created_at = record.created_at
         self._expires_at = self._origin_expires_at = record.expires_at
 
-    def _open_values(self, session_id: str, key: str) -> None:
-        """Open the sealed values just read.
+    def _sort_values(self) -> None:
+        """Sort the values just read into those to keep, to open and to rewrite.
 
-        A value that fails to open (planted, moved, damaged, or left by a
-        rename that raced another request) is absent, logged, and deleted by
-        the next save. A value not in the form the middleware asks for (plain
-        under ``encrypt=True``, sealed without it) is rewritten in that form by
-        the next save. Either makes the session modified, so the end of this
-        request saves it.
+        Under ``encrypt=True`` a sealed value waits, unopened, until the
+        request first uses it (:meth:`_open`); a plain one (written before
+        encryption was turned on) is rewritten sealed by the next save, and a
+        plain user agent is deleted by it. Without ``encrypt``, sealed values
+        are opened now, to be rewritten plain by the next save. Either way the
+        session is modified, so the end of this request saves it.
         """
         encrypt = self._settings.encrypt
-        sealer = self._sealer_for(session_id, key) if encrypt or sealing.available() else None
-        opened: dict[str, Any] = {}
+        baseline = self._baseline
+        data: dict[str, Any] = {}
         for name, value in self._data.items():
             if type(value) is str and value.startswith(sealing.PREFIX):
-                try:
-                    if sealer is None:
-                        raise ValueError("the cryptography package is not installed")
-                    opened[name] = sealer.open(name, value)
-                except ValueError as exc:
-                    security_log.warning(
-                        "sealed value %r of session %s treated as absent: %s",
-                        name,
-                        log_tag(session_id),
-                        exc,
-                        extra={"security_event": "sealed_value_refused"},
-                    )
-                    if sealer is not None:
-                        self._baseline[name] = _UNLIKE  # it does not open: the next save deletes it
-                    # (Without cryptography it is only unreadable here: kept, for a process that can open it.)
-                    continue
-                if not encrypt:
-                    self._baseline[name] = _UNLIKE
-            elif encrypt and name == USER_AGENT_KEY:
-                self._baseline[name] = _UNLIKE  # not kept under encryption: the next save deletes it
+                self._pending[name] = value
+            elif encrypt:
+                baseline[name] = _UNLIKE
+                if name != USER_AGENT_KEY:  # not kept under encryption: the next save deletes it
+                    data[name] = value
             else:
-                opened[name] = value
-                if encrypt:
-                    self._baseline[name] = _UNLIKE
-        self._data = opened
+                data[name] = value
+        self._data = data
+        if not encrypt:
+            self._open_all()
 
-    def _sealer_for(self, session_id: str, key: str | None = None) -> Sealer:
-        sealers = self._settings.sealers
-        sealer = sealers.get(session_id)
-        if sealer is None:
-            if len(sealers) >= _SEALERS:
-                sealers.clear()
-            sealer = sealers[session_id] = Sealer(session_id, key or store_key(session_id))
-        return sealer
+    def _open(self, name: str) -> None:
+        """Open the pending sealed value *name*: into the data, or absent if it does not open.
+
+        A value that fails to open (planted, moved, damaged, or left by a
+        rename that raced another request) is logged and deleted by the next
+        save.
+        """
+        sealed = self._pending.pop(name)
+        stored = self._stored
+        assert stored is not None  # only a LIVE session has values read from the store
+        try:
+            value = self._settings.sealer.open(stored, name, sealed)
+        except ImportError:
+            # Only unreadable here: kept, for a process that can open it.
+            self._refused(name, "the cryptography package is not installed")
+            return
+        except ValueError as exc:
+            self._refused(name, str(exc))
+            self._baseline[name] = _UNLIKE  # it does not open: the next save deletes it
+            return
+        self._data[name] = value
+        if not self._settings.encrypt:
+            self._baseline[name] = _UNLIKE  # sealed, but encryption is off: the next save writes it plain
+
+    def _refused(self, name: str, why: str) -> None:
+        security_log.warning(
+            "sealed value %r of session %s treated as absent: %s",
+            name,
+            log_tag(self._stored or ""),
+            why,
+            extra={"security_event": "sealed_value_refused"},
+        )
+
+    def _open_all(self) -> None:
+        if self._pending:
+            for name in list(self._pending):
+                self._open(name)
 
     def _become_new(self) -> None:
         """No record any more (or never): an empty session that gets a new ID if saved."""
@@ -285,6 +299,7 @@ class Session(MutableMapping[str, Any]):
         self._sid = self._stored = None
         self._data = {}
         self._baseline = {}
+        self._pending = {}
         self._user_id = self._stored_user = None
         self._created_at = self._expires_at = self._origin_expires_at = None
 
@@ -292,6 +307,8 @@ class Session(MutableMapping[str, Any]):
 
     def _remember(self, key: str) -> None:
         """Keep how *key* looks in the store before this request changes it."""
+        if self._pending and key in self._pending:
+            self._open(key)  # how it is stored decides whether a new value changes it
         if key not in self._baseline and self._state is _LIVE:
             data = self._data
             if key not in data:
@@ -304,7 +321,10 @@ class Session(MutableMapping[str, Any]):
 
     def __getitem__(self, key: str) -> Any:
         self._load()
-        value = self._data[key]
+        data = self._data
+        if self._pending and key not in data and key in self._pending:
+            self._open(key)
+        value = data[key]
         if type(value) in _MUTABLE:
             # It may be changed in place: remember how it looked.
             self._remember(key)
@@ -324,19 +344,24 @@ class Session(MutableMapping[str, Any]):
 
     def __contains__(self, key: object) -> bool:
         self._load()
+        if self._pending and key in self._pending:
+            self._open(key)
         return key in self._data
 
     def __iter__(self) -> Iterator[str]:
         self._load()
+        self._open_all()
         return iter(list(self._data))
 
     def __len__(self) -> int:
         self._load()
+        self._open_all()
         return len(self._data)
 
     def clear(self) -> None:
         """Remove every key (the session itself lives on; see :meth:`destroy`)."""
         self._load()
+        self._open_all()
         for key in self._data:
             self._remember(key)
         self._data.clear()
@@ -395,6 +420,8 @@ class Session(MutableMapping[str, Any]):
 
         :raises TypeError: naming the key, for a value that is not JSON any more.
         """
+        if self._sid != self._stored:
+            self._open_all()  # a rename re-seals every value under the new ID's key
         data = self._data
         sets: dict[str, Any] = {}
         deletes = []
@@ -447,7 +474,7 @@ class Session(MutableMapping[str, Any]):
                     _snapshot(key, value)
             sid = new_id()
             key = store_key(sid)
-            sets = self._sealed(sid, data, key) if self._settings.encrypt else dict(data)
+            sets = self._settings.sealer.seal(sid, data, key) if self._settings.encrypt else dict(data)
             update = Update(set=sets, expires_at=expires_at, created_at=self.created_at, user_id=self._user_id)
             written = set(data)
         else:
@@ -457,7 +484,7 @@ class Session(MutableMapping[str, Any]):
             sets, deletes = changes
             if self._settings.encrypt:
                 # A new ID means a new key: a rename re-seals every value under it.
-                sets = self._sealed(sid, data if sid != self._stored else sets, key)
+                sets = self._settings.sealer.seal(sid, data if sid != self._stored else sets, key)
             update = Update(
                 set=sets,
                 delete=deletes,
@@ -485,10 +512,6 @@ class Session(MutableMapping[str, Any]):
         # holds may change in place before the request ends: remember how it
         # looks. Any other key is remembered when it is next set or deleted.
         self._baseline = {key: _snapshot(key, data[key]) for key in written if type(data.get(key)) in _MUTABLE}
-
-    def _sealed(self, session_id: str, values: dict[str, Any], key: str) -> dict[str, str]:
-        sealer = self._sealer_for(session_id, key)
-        return {name: sealer.seal(name, value) for name, value in values.items()}
 
     def regenerate(self) -> None:
         """Give the session a new ID, keeping its data and creation time; the old ID stops working.

@@ -499,26 +499,25 @@ class StoreContract:
             pytest.skip("the cryptography package is not installed (pip install 'wsgisession[encryption]')")
         sid = new_id()
         key = store_key(sid)
-        sealer = Sealer(sid, key)
+        sealer = Sealer()
         values = {"cart": [1, {"sku": "ü"}], "note": "x" * 3000, "n": 0}
-        sealed = {name: sealer.seal(name, value) for name, value in values.items()}
+        sealed = sealer.seal(sid, values)
         now = clock()
         assert store.save(key, Update(set=sealed, expires_at=now + 600, created_at=now))
-        assert store.save(key, Update(set={"n": sealer.seal("n", 1)}, expires_at=now + 600))
-        assert store.save(key, Update(set={"late": sealer.seal("late", True)}, expires_at=now + 600))
+        assert store.save(key, Update(set=sealer.seal(sid, {"n": 1}), expires_at=now + 600))
+        assert store.save(key, Update(set=sealer.seal(sid, {"late": True}), expires_at=now + 600))
         record = store.load(key)
         assert record is not None
         assert record.data["cart"] == sealed["cart"] and record.data["note"] == sealed["note"]
-        opened = {name: sealer.open(name, text) for name, text in record.data.items()}
+        opened = {name: sealer.open(sid, name, text) for name, text in record.data.items()}
         assert opened == {**values, "n": 1, "late": True}
         new_sid = new_id()
         new_key = store_key(new_sid)
-        resealer = Sealer(new_sid, new_key)
-        resealed = {name: resealer.seal(name, value) for name, value in opened.items()}
+        resealed = sealer.seal(new_sid, opened)
         assert store.save(new_key, Update(set=resealed, expires_at=now + 600, replaces=key))
         moved = store.load(new_key)
         assert moved is not None and store.load(key) is None
-        assert {name: resealer.open(name, text) for name, text in moved.data.items()} == opened
+        assert {name: sealer.open(new_sid, name, text) for name, text in moved.data.items()} == opened
 
     # -- races: a rename against a rival on another connection ----------------------------
 

@@ -22,7 +22,8 @@ Set ``encrypt = True`` on the subclass to run it with sealed values
 (``SessionMiddleware(encrypt=True)``): the store must then hold every value
 sealed, and the model follows what sealing changes (no user agent is kept;
 a rename re-seals the values the renaming request has, so values another
-request added meanwhile cannot be opened and are deleted by the next save).
+request added meanwhile cannot be opened: each is absent, and deleted by the
+next save of a request that used it; a value is opened when first used).
 
 ``make_store`` is called once per example; :meth:`SessionLifecycle.release_store`
 closes the store afterwards (override both to share one store between
@@ -51,7 +52,7 @@ from ..ids import store_key
 from ..middleware import SessionMiddleware, get_session
 from ..session import Session
 from ..signing import Signer
-from ..stores.base import Store, UserIndex, expiry_slack
+from ..stores.base import Store, Update, UserIndex, expiry_slack
 from .contract import Clock
 
 __all__ = ["SessionLifecycle"]
@@ -103,7 +104,8 @@ class _Req:
     created: float | None = None
     expires: float | None = None
     origin_expires: float | None = None
-    unreadable: set[str] = field(default_factory=set)  # read but not opened: the next save deletes them
+    unreadable: set[str] = field(default_factory=set)  # used but would not open: the next save deletes them
+    hidden: set[str] = field(default_factory=set)  # in the record, would not open, not used yet: kept
 
 
 class _Model:
@@ -146,7 +148,14 @@ class _Model:
         req.data, req.loaded = _copy(record.data), _copy(record.data)
         req.user = req.stored_user = record.user
         req.created, req.expires, req.origin_expires = record.created, record.expires, record.expires
-        req.unreadable = set(record.unreadable)
+        req.unreadable, req.hidden = set(), set(record.unreadable)
+
+    @staticmethod
+    def use(req: _Req, key: str) -> None:
+        """The request used *key*: a value there that would not open is found out."""
+        if key in req.hidden:
+            req.hidden.discard(key)
+            req.unreadable.add(key)
 
     @staticmethod
     def become_new(req: _Req) -> None:
@@ -154,7 +163,7 @@ class _Model:
         req.data, req.loaded = {}, {}
         req.user = req.stored_user = None
         req.created = req.expires = req.origin_expires = None
-        req.unreadable = set()
+        req.unreadable, req.hidden = set(), set()
 
     def dirty(self, req: _Req) -> bool:
         if req.state == "new":
@@ -187,17 +196,22 @@ class _Model:
             sid = req.sid
             assert sid is not None and req.stored is not None
             renamed = sid != req.stored
+            if renamed:  # re-sealing every value opens every value first
+                req.unreadable |= req.hidden
+                req.hidden = set()
             if renamed and self.encrypt:
                 # Re-sealed under the new ID: every value this request has;
                 # what another request added meanwhile stays sealed under the old one.
                 sets = req.data
                 left = set(old.data) - set(req.data) - set(req.loaded) - req.unreadable
-                old.unreadable = (old.unreadable - req.unreadable) | left
             else:
-                old.unreadable -= req.unreadable
+                left = set()
             for k in deletes | req.unreadable:
                 old.data.pop(k, None)
             old.data.update(_copy(sets))
+            # What this save wrote or deleted opens, or is gone; what another
+            # request added before a rename stays sealed under the old ID.
+            old.unreadable = (old.unreadable - req.unreadable - deletes - set(sets)) | left
             for k in old.unreadable:
                 old.data.pop(k, None)
             expires = self.expiry(req, now)
@@ -493,6 +507,7 @@ class SessionLifecycle(RuleBasedStateMachine):
         _, req, session = self._pick(n)
         got = session.get(key)
         self.model.load(req, self.clock())
+        self.model.use(req, key)
         assert _json(got) == _json(req.data.get(key)), f"read {key!r}"
 
     @precondition(lambda self: self.flights)
@@ -501,6 +516,7 @@ class SessionLifecycle(RuleBasedStateMachine):
         _, req, session = self._pick(n)
         session[key] = value
         self.model.load(req, self.clock())
+        self.model.use(req, key)
         req.data[key] = _copy({"v": value})["v"]
 
     @precondition(lambda self: self.flights)
@@ -508,6 +524,7 @@ class SessionLifecycle(RuleBasedStateMachine):
     def delete(self, n: int, key: str) -> None:
         _, req, session = self._pick(n)
         self.model.load(req, self.clock())
+        self.model.use(req, key)
         if key in req.data:
             del session[key]
             del req.data[key]
@@ -520,12 +537,37 @@ class SessionLifecycle(RuleBasedStateMachine):
         _, req, session = self._pick(n)
         value = session.get("cart")
         self.model.load(req, self.clock())
+        self.model.use(req, "cart")
         if type(value) is list:
             value.append(item)
             req.data["cart"].append(item)
         elif type(value) is dict:
             value["k"] = item
             req.data["cart"]["k"] = item
+
+    @precondition(lambda self: self.encrypt and self.hosts)
+    @rule(data=st.data())
+    def move_a_value(self, data: st.DataObject) -> None:
+        """Someone with write access to the store moves a sealed value: to another name or session, it cannot open."""
+        now = self.clock()
+        live = [sid for sid in list(self.model.records) if self.model.live(sid, now) is not None]  # in a fixed order
+        if not live:
+            return
+        source = live[data.draw(st.integers(0, len(live) - 1), label="from session")]
+        target = live[data.draw(st.integers(0, len(live) - 1), label="to session")]
+        readable = sorted(self.model.records[source].data)  # a value that opens where it is: sealed there
+        if not readable:
+            return
+        name, to = data.draw(st.sampled_from(readable), label="name"), data.draw(st.sampled_from(KEYS), label="to")
+        if (source, name) == (target, to):
+            return
+        record = self.store.load(store_key(source))
+        assert record is not None
+        modelled = self.model.records[target]
+        moved = Update(set={to: record.data[name]}, expires_at=modelled.expires)
+        assert self.store.save(store_key(target), moved)
+        modelled.data.pop(to, None)
+        modelled.unreadable.add(to)
 
     @precondition(lambda self: self.flights)
     @rule(n=st.integers(0, MAX_IN_FLIGHT - 1))
@@ -573,6 +615,7 @@ class SessionLifecycle(RuleBasedStateMachine):
         if req.state == "live":
             req.sid = session.id
         req.user = self.users[user]
+        self.model.use(req, "_csrf_token")
         req.data["_csrf_token"] = session["_csrf_token"]
         if not self.encrypt:
             req.data["_user_agent"] = self.browsers[req.browser].agent
@@ -675,12 +718,12 @@ class SessionLifecycle(RuleBasedStateMachine):
         """The sealed values of session *sid* opened; those that do not open left out."""
         from ..sealing import Sealer, is_sealed
 
-        sealer = Sealer(sid, store_key(sid))
+        sealer = Sealer()
         opened = {}
         for name, value in data.items():
             assert is_sealed(value), f"{name!r} is stored in the clear"
             with contextlib.suppress(ValueError):
-                opened[name] = sealer.open(name, value)
+                opened[name] = sealer.open(sid, name, value)
         return opened
 
     @invariant()
