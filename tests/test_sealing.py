@@ -206,3 +206,12 @@ def test_the_session_key_is_rfc_5869_hkdf_sha256() -> None:
         expected = HKDF(hashes.SHA256(), 32, salt=sealing._SALT, info=info).derive(other.encode())
         assert sealing.session_key(other) == expected, other
     assert sealing.session_key(new_id()) != sealing.session_key(sid)
+
+
+@given(key=st.binary(max_size=200), message=st.binary(max_size=300))
+def test_the_key_derivation_hmac_is_the_standard_one(key: bytes, message: bytes) -> None:
+    import hmac
+
+    from wsgisession import sealing
+
+    assert sealing._hmac_sha256(key, message) == hmac.digest(key, message, "sha256")
