@@ -35,6 +35,12 @@ def test_decode_agrees_with_the_standard_parser(value: Any, before: str, after: 
     assert _json.decode(text.encode("utf-8")) == json.loads(text)
 
 
+@given(JSON)
+def test_encode_writes_exactly_what_the_standard_encoder_writes(value: Any) -> None:
+    """Scalars take a short path; every value still comes out as json.dumps writes it, compact."""
+    assert _json.encode(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 @given(st.text(max_size=40) | st.text(alphabet=' {}[]:,"-.0123456789eEaNInfinity', max_size=40))
 def test_decode_accepts_exactly_what_the_standard_parser_accepts(text: str) -> None:
     try:

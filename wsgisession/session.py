@@ -243,7 +243,7 @@ class Session(MutableMapping[str, Any]):
         baseline = self._baseline
         data: dict[str, Any] = {}
         for name, value in self._data.items():
-            if type(value) is str and value.startswith(sealing.PREFIX):
+            if sealing.is_sealed(value):
                 self._pending[name] = value
             elif encrypt:
                 baseline[name] = _UNLIKE
